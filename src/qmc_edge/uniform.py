@@ -1,0 +1,126 @@
+"""Grouped asymmetric uniform quantization with a clipping search, shared by RTN, eMEM-naive and QMC.
+
+The clipping search minimises the *expected* squared reconstruction error of each group. With
+``moments`` from :func:`qmc_edge.cells.code_error_moments` the expectation includes device read
+errors, computed analytically; without them it is the ordinary MSE-optimal clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class UniformCodes:
+    """Integer codes of a 2-D weight with a scale and zero point per (row, group)."""
+
+    codes: torch.Tensor  # (out, in) uint8, values in [0, 2**bits)
+    scale: torch.Tensor  # (out, n_groups) float32
+    zero: torch.Tensor  # (out, n_groups) float32 (integer-valued)
+    bits: int
+    group_size: int  # == in_features for per-channel
+
+    @property
+    def n_groups(self) -> int:
+        return self.scale.shape[1]
+
+    def dequantize(self, codes: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.codes if codes is None else codes
+        out, inf = c.shape
+        idx = torch.arange(inf) // self.group_size
+        return (c.float() - self.zero[:, idx]) * self.scale[:, idx]
+
+
+def _grouped(w: torch.Tensor, group_size: int, fill: float) -> torch.Tensor:
+    """(out, in) -> (out, n_groups, group_size), padding the last group with ``fill``."""
+    out, inf = w.shape
+    n_groups = -(-inf // group_size)
+    pad = n_groups * group_size - inf
+    if pad:
+        w = torch.nn.functional.pad(w, (0, pad), value=fill)
+    return w.reshape(out, n_groups, group_size)
+
+
+def quantize_uniform(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    inlier_mask: torch.Tensor | None = None,
+    clip_ratios: torch.Tensor | None = None,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> UniformCodes:
+    """Quantize ``w`` (out, in) to ``bits``-bit asymmetric codes per row and group.
+
+    Only entries where ``inlier_mask`` is true set the range and count in the error; the others
+    get the zero-point code (their value is stored elsewhere). ``clip_ratios`` shrink the
+    [min, max] range (1.0 = plain min-max RTN); the best ratio is chosen per group.
+    """
+    if bits < 1 or bits > 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    w = w.detach().float()
+    out, inf = w.shape
+    g = inf if group_size is None or group_size <= 0 or group_size >= inf else group_size
+    maxq = 2**bits - 1
+    mask = torch.ones_like(w, dtype=torch.bool) if inlier_mask is None else inlier_mask
+    wg = _grouped(w, g, 0.0)
+    mg = _grouped(mask.to(w.dtype), g, 0.0).bool()
+
+    big = torch.finfo(torch.float32).max
+    xmin = torch.where(mg, wg, torch.full_like(wg, big)).amin(dim=2).clamp(max=0.0)
+    xmax = torch.where(mg, wg, torch.full_like(wg, -big)).amax(dim=2).clamp(min=0.0)
+    ratios = torch.ones(1) if clip_ratios is None else clip_ratios
+    best_scale = torch.empty_like(xmin)
+    best_zero = torch.empty_like(xmin)
+    # Rows in blocks of ~256k weights: the search makes ~10 passes per ratio over the block, and
+    # blocks this size measured fastest here (0.098 s vs 0.139 s unblocked for a 1536x576 tensor).
+    rows = max(1, (1 << 18) // (wg.shape[1] * g))
+    for r0 in range(0, out, rows):
+        sl = slice(r0, r0 + rows)
+        best_scale[sl], best_zero[sl] = _search_clip(wg[sl], mg[sl], xmin[sl], xmax[sl], ratios, maxq, moments)
+
+    q = torch.clamp(torch.round(wg / best_scale[..., None]) + best_zero[..., None], 0, maxq)
+    q = torch.where(mg, q, best_zero[..., None].expand_as(q))  # non-inliers decode to exactly 0
+    codes = q.reshape(out, -1)[:, :inf].to(torch.uint8)
+    return UniformCodes(codes=codes, scale=best_scale, zero=best_zero, bits=bits, group_size=g)
+
+
+def clip_grid(n: int, lowest: float = 0.5) -> torch.Tensor:
+    """``n`` clipping ratios from 1.0 down to ``lowest`` (1.0 first, so ties keep min-max)."""
+    if n <= 1:
+        return torch.ones(1)
+    return torch.linspace(1.0, lowest, n)
+
+
+def _search_clip(
+    wg: torch.Tensor,
+    mg: torch.Tensor,
+    xmin: torch.Tensor,
+    xmax: torch.Tensor,
+    ratios: torch.Tensor,
+    maxq: int,
+    moments: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group, the (scale, zero) among the clip ratios with the least expected squared error."""
+    best_err = torch.full(xmin.shape, float("inf"))
+    best_scale = torch.ones_like(xmin)
+    best_zero = torch.zeros_like(xmin)
+    inl = mg.to(wg.dtype)
+    for r in ratios.tolist():
+        lo, hi = xmin * r, xmax * r
+        scale = ((hi - lo) / maxq).clamp(min=1e-10)
+        zero = torch.round(-lo / scale).clamp(0, maxq)
+        s3, z3 = scale[..., None], zero[..., None]
+        q = torch.clamp(torch.round(wg / s3) + z3, 0, maxq)
+        e = (q - z3) * s3 - wg
+        sq = e * e
+        if moments is not None:
+            qi = q.long()
+            sq += 2 * e * s3 * moments[0][qi] + s3 * s3 * moments[1][qi]
+        err = (sq * inl).sum(dim=2)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+    return best_scale, best_zero
