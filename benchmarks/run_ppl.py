@@ -34,6 +34,7 @@ ROWS = [
     "emem3",
     "qmc:bits=3,cell_bits=3,rho=0.005",
     "qmc:bits=3,cell_bits=3,rho=0.01",
+    "qmc:bits=3,cell_bits=3,rho=0.01,ideal_memory=true",
     "qmc:bits=3,cell_bits=3,rho=0.02",
     "qmc:bits=2,cell_bits=2,rho=0.01",
 ]
@@ -53,8 +54,27 @@ def main() -> None:
     src = load_text()
     ids = tokenize(lm.tokenizer, src.text)
     cfg = EvalSettings(args.context, args.windows or None, tuple(range(args.seeds)), bos_for(lm.tokenizer))
-    rows = []
+    rows: list[dict] = []
     t0 = time.time()
+
+    def payload(done: bool) -> dict:
+        return {
+            "benchmark": "wikitext2_ppl",
+            "complete": done,
+            "command": "python benchmarks/run_ppl.py " + " ".join(sys.argv[1:]),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
+            "model": lm.source,
+            "note": lm.note,
+            "text": src.label,
+            "context": args.context,
+            "windows": rows[0]["eval"]["windows"],
+            "windows_available": rows[0]["eval"]["windows_available"],
+            "seeds": list(cfg.seeds),
+            "wall_seconds": time.time() - t0,
+            "rows": rows,
+        }
+
     for spec_text in args.rows:
         spec = parse_method(spec_text)
         r = run_method(lm, spec, ids, cfg)
@@ -64,22 +84,9 @@ def main() -> None:
             f"  quant {r['quantize_seconds']:.1f}s  [{time.time() - t0:.0f}s]",
             flush=True,
         )
-    payload = {
-        "benchmark": "wikitext2_ppl",
-        "command": "python benchmarks/run_ppl.py " + " ".join(sys.argv[1:]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
-        "model": lm.source,
-        "note": lm.note,
-        "text": src.label,
-        "context": args.context,
-        "windows": rows[0]["eval"]["windows"],
-        "windows_available": rows[0]["eval"]["windows_available"],
-        "seeds": list(cfg.seeds),
-        "wall_seconds": time.time() - t0,
-        "rows": rows,
-    }
-    write_json(args.out, payload)
+        # Saved after every row: a run cut short keeps what it measured (marked incomplete).
+        write_json(args.out, payload(done=False))
+    write_json(args.out, payload(done=True))
     from render import render  # noqa: PLC0415 - sibling script
 
     render()

@@ -339,6 +339,27 @@ def methods() -> None:
     out.print(o)
 
 
+# Commands that live beside their feature (tasks, deployment model, artifacts) register themselves
+# here, so each feature keeps its CLI next to its code. A module that is absent is simply skipped.
+_EXTENSIONS = ("qmc_edge.tasks.cli", "qmc_edge.deploy.cli", "qmc_edge.artifact.cli")
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in _EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue
+            raise
+        mod.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover
     app()
 

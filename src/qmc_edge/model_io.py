@@ -79,6 +79,7 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> L
     where, gguf_file, note = resolve(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the GGUF dequantization bar; our own bars follow
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with warnings.catch_warnings():
