@@ -287,4 +287,6 @@ def test_custom_device_overriding_read():
     codes = torch.arange(16, dtype=torch.uint8)
     assert torch.equal(read_codes(codes, 4, StuckAtZero(), gen(0)), torch.zeros(16, dtype=torch.uint8))
     # and the sampled default read agrees with the matrix
-    assert torch.equal(DeviceModel.read(StuckAtZero(), codes_to_cells(codes, 4, 2), gen(0)), torch.zeros(16, 2, dtype=torch.uint8))
+    assert torch.equal(
+        DeviceModel.read(StuckAtZero(), codes_to_cells(codes, 4, 2), gen(0)), torch.zeros(16, 2, dtype=torch.uint8)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import statistics
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,12 @@ CtxOpt = Annotated[int, typer.Option("--context", help="tokens per window")]
 WinOpt = Annotated[int | None, typer.Option("--max-windows", help="cap on windows (quick runs)")]
 SeedsOpt = Annotated[int, typer.Option("--seeds", help="noise seeds 0..N-1 for noisy methods")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="first noise seed")]
+TaskOpt = Annotated[
+    list[str] | None,
+    typer.Option("--task", "-t", help="arc_easy, arc_challenge, boolq, hellaswag, or a JSON-lines file; repeat"),
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="first N items of each task")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder with arc/, boolq/, hellaswag/")]
 
 
 def _fail(msg: str) -> None:
@@ -181,66 +188,117 @@ def _prepare_eval(lm: LoadedModel, text: Path | None, context: int, max_windows:
     return src, ids, cfg
 
 
+def _fmt_task(t: dict) -> str:
+    """acc ± stderr (and acc_norm) of one task; with several seeds the seed spread follows in []."""
+    parts = []
+    for key in ("acc", "acc_norm"):
+        if key in t:
+            s = f"{100 * t[key]:.1f}±{100 * t[f'{key}_stderr']:.1f}"
+            if len(t["seeds"]) > 1:
+                s += f" [{100 * t[f'{key}_seed_std']:.1f}]"
+            parts.append(s)
+    return " / ".join(parts)
+
+
 def _compare_table(rows: list[dict], title: str) -> Table:
     t = Table(title=title)
-    for col, just in [
-        ("method", "left"),
-        ("bits", "right"),
-        ("eff. bits", "right"),
-        ("compr. layers", "right"),
-        ("compr. model", "right"),
-        ("PPL", "right"),
-        ("seeds", "right"),
-        ("quant s", "right"),
-        ("tok/s", "right"),
-    ]:
+    has_ppl = "ppl_mean" in rows[0]
+    task_names = list(rows[0].get("tasks", {}))
+    cols = [("method", "left"), ("bits", "right"), ("eff. bits", "right")]
+    cols += [("compr. layers", "right"), ("compr. model", "right")]
+    if has_ppl:
+        cols.append(("PPL", "right"))
+    cols += [(f"{n} acc" + (" / acc_norm" if "acc_norm" in rows[0]["tasks"][n] else ""), "right") for n in task_names]
+    cols += [("seeds", "right"), ("quant s", "right")]
+    if has_ppl:
+        cols.append(("tok/s", "right"))
+    if task_names:
+        cols.append(("items/s", "right"))
+    for col, just in cols:
         t.add_column(col, justify=just)
     for r in rows:
-        ppl = f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else "")
-        t.add_row(
-            r["method"],
-            str(r["bits"]),
-            f"{r['effective_bits']:.3f}",
-            f"{r['compression_quantized_layers']:.2f}x",
-            f"{r['compression_whole_model']:.2f}x",
-            ppl,
-            str(len(r["seeds"])) if r["noisy"] else "-",
-            f"{r['quantize_seconds']:.1f}",
-            f"{r['tokens_per_s']:.0f}",
-        )
+        cells = [r["method"], str(r["bits"]), f"{r['effective_bits']:.3f}"]
+        cells += [f"{r['compression_quantized_layers']:.2f}x", f"{r['compression_whole_model']:.2f}x"]
+        if has_ppl:
+            cells.append(f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else ""))
+        cells += [_fmt_task(r["tasks"][n]) for n in task_names]
+        cells += [str(len(r["seeds"])) if r["noisy"] else "-", f"{r['quantize_seconds']:.1f}"]
+        if has_ppl:
+            cells.append(f"{r['tokens_per_s']:.0f}")
+        if task_names:
+            cells.append(f"{statistics.fmean(x['items_per_s'] for x in r['tasks'].values()):.1f}")
+        t.add_row(*cells)
     return t
 
 
-def _run_compare(lm, specs, text, context, max_windows, seeds, seed, json_path, title) -> list[dict]:
-    src, ids, cfg = _prepare_eval(lm, text, context, max_windows, seeds, seed)
+def _load_tasks(names: list[str] | None, limit: int | None, data_dir: Path | None) -> dict:
+    from .tasks.evaluate import load_tasks
+
+    if not names:
+        return {}
+    with console.status("loading tasks ..."):
+        return load_tasks(names, limit, data_dir)
+
+
+def _run_compare(
+    lm,
+    specs,
+    text,
+    context,
+    max_windows,
+    seeds,
+    seed,
+    json_path,
+    title,
+    tasks: dict | None = None,
+    with_ppl: bool = True,
+    task_limit: int | None = None,
+) -> list[dict]:
+    if with_ppl:
+        src, ids, cfg = _prepare_eval(lm, text, context, max_windows, seeds, seed)
+    else:
+        if seeds < 1:
+            raise QMCError(f"--seeds must be at least 1, got {seeds}")
+        src, ids, cfg = None, None, EvalSettings(context, max_windows, tuple(range(seed, seed + seeds)), None)
     rows = []
     with _progress() as prog:
         for spec in specs:
-            rows.append(run_method(lm, spec, ids, cfg, prog))
-    ev = rows[0]["eval"]
-    cap = (
-        f"capped at {ev['windows']} of {ev['windows_available']} windows"
-        if ev["capped"]
-        else f"all {ev['windows']} windows"
-    )
-    out.print(_compare_table(rows, f"{title}: {src.label}, context {context}, {cap}"))
+            rows.append(run_method(lm, spec, ids, cfg, prog, tasks=tasks))
+    if with_ppl:
+        ev = rows[0]["eval"]
+        cap = (
+            f"capped at {ev['windows']} of {ev['windows_available']} windows"
+            if ev["capped"]
+            else f"all {ev['windows']} windows"
+        )
+        heading = f"{title}: {src.label}, context {context}, {cap}"
+    else:
+        heading = title
+    if tasks:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in tasks.items())
+        heading += (
+            "; tasks" if with_ppl else ""
+        ) + f" ({'first ' + str(task_limit) if task_limit else 'all'} items): {sizes}"
+        heading += "; acc/acc_norm in % ± stderr over items [spread over seeds]"
+    out.print(_compare_table(rows, heading))
     if lm.note:
         out.print(f"note: {lm.note}")
     if json_path:
-        payload = {
-            "model": lm.source,
-            "note": lm.note,
-            "text": src.label,
-            "text_path": src.path,
-            "context": context,
-            "max_windows": max_windows,
-            "capped": ev["capped"],
-            "windows": ev["windows"],
-            "windows_available": ev["windows_available"],
-            "seeds": list(cfg.seeds),
-            "rows": rows,
-            "env": _env(),
-        }
+        payload: dict = {"model": lm.source, "note": lm.note, "seeds": list(cfg.seeds)}
+        if with_ppl:
+            ev = rows[0]["eval"]
+            payload.update(
+                text=src.label,
+                text_path=src.path,
+                context=context,
+                max_windows=max_windows,
+                capped=ev["capped"],
+                windows=ev["windows"],
+                windows_available=ev["windows_available"],
+            )
+        if tasks:
+            payload["tasks"] = {k: {"items": len(v), "limit": task_limit} for k, v in tasks.items()}
+        payload.update(rows=rows, env=_env())
         write_json(json_path, payload)
         out.print(f"wrote {json_path}")
     return rows
@@ -282,15 +340,22 @@ def compare(
     max_windows: WinOpt = None,
     seeds: SeedsOpt = 3,
     seed: SeedOpt = 0,
+    task: TaskOpt = None,
+    task_limit: LimitOpt = None,
+    data_dir: DataOpt = None,
     json_path: JsonOpt = None,
 ) -> None:
-    """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time."""
+    """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time
+    (and reasoning-task accuracy columns with --task)."""
     with _errors():
         specs = [parse_method(m) for m in (methods or DEFAULT_COMPARE)]
         if json_path:
             check_writable(json_path)
+        tasks = _load_tasks(task, task_limit, data_dir)
         lm = _load(model)
-        _run_compare(lm, specs, text, context, max_windows, seeds, seed, json_path, "compare")
+        _run_compare(
+            lm, specs, text, context, max_windows, seeds, seed, json_path, "compare", tasks, task_limit=task_limit
+        )
 
 
 @app.command()

@@ -13,6 +13,8 @@ from .methods import MethodSpec
 from .model_io import LoadedModel
 from .perplexity import perplexity
 from .quantize_model import quantize_model, storage_report
+from .tasks.data import MCItem
+from .tasks.evaluate import evaluate_tasks, summarise
 
 # progress(stage_description, done, total)
 Progress = Callable[[str, int, int], None]
@@ -31,27 +33,39 @@ def _noop(_: str, __: int, ___: int) -> None:
 
 
 def run_method(
-    lm: LoadedModel, spec: MethodSpec, ids: torch.Tensor, cfg: EvalSettings, progress: Progress = _noop
+    lm: LoadedModel,
+    spec: MethodSpec,
+    ids: torch.Tensor | None,
+    cfg: EvalSettings,
+    progress: Progress = _noop,
+    tasks: dict[str, list[MCItem]] | None = None,
 ) -> dict:
-    """Quantize, then perplexity over every seed (once if the method's reads are deterministic)."""
+    """Quantize once, then for every seed (once if the method's reads are deterministic) draw one
+    noise realisation and evaluate perplexity (unless ``ids`` is None) and the reasoning tasks on it."""
     qm = quantize_model(lm.model, spec, lambda i, n: progress(f"quantize {spec.name}", i, n))
     report = storage_report(lm.model, spec, qm)
     seeds = cfg.seeds if spec.noisy else (cfg.seeds[0] if cfg.seeds else 0,)
     per_seed = []
+    task_runs: list[dict] = []
     try:
         for s in seeds:
             if qm is not None:
                 qm.realise(lm.model, seed=s)
-            label = f"ppl {spec.name}" + (f" seed {s}" if spec.noisy else "")
-            r = perplexity(
-                lm.model, ids, cfg.context, cfg.max_windows, cfg.bos_id, lambda i, n, lab=label: progress(lab, i, n)
-            )
-            per_seed.append({"seed": s if spec.noisy else None, **r.to_dict()})
+            suffix = f" seed {s}" if spec.noisy else ""
+            entry: dict = {"seed": s if spec.noisy else None}
+            if ids is not None:
+                label = f"ppl {spec.name}{suffix}"
+                r = perplexity(
+                    lm.model, ids, cfg.context, cfg.max_windows, cfg.bos_id, lambda i, n, lab=label: progress(lab, i, n)
+                )
+                entry.update(r.to_dict())
+            per_seed.append(entry)
+            if tasks:
+                task_runs.append(evaluate_tasks(lm.model, lm.tokenizer, tasks, progress, f"{spec.name}{suffix}"))
     finally:
         if qm is not None:
             qm.restore(lm.model)
-    ppls = [r["ppl"] for r in per_seed]
-    return {
+    row = {
         "method": spec.name,
         "spec": spec.model_dump(),
         "bits": spec.bits if spec.method not in ("fp", "mxint4") else (16 if spec.method == "fp" else 4),
@@ -60,12 +74,23 @@ def run_method(
         "effective_bits": report["effective_bits"] if qm is not None else 16.0,
         "compression_quantized_layers": report["compression_quantized_layers"],
         "compression_whole_model": report["compression_whole_model"],
+        "seeds": [r["seed"] for r in per_seed] if spec.noisy else [],
+        "quantize_seconds": qm.quantize_seconds if qm is not None else 0.0,
+        "storage": report,
+    }
+    if ids is not None:
+        row.update(_ppl_fields(per_seed))
+    if tasks:
+        row["tasks"] = summarise(task_runs, row["seeds"] or [None])
+    return row
+
+
+def _ppl_fields(per_seed: list[dict]) -> dict:
+    ppls = [r["ppl"] for r in per_seed]
+    return {
         "ppl_mean": statistics.fmean(ppls),
         "ppl_std": statistics.stdev(ppls) if len(ppls) > 1 else 0.0,
-        "seeds": [r["seed"] for r in per_seed] if spec.noisy else [],
         "ppl_per_seed": ppls,
-        "quantize_seconds": qm.quantize_seconds if qm is not None else 0.0,
         "eval": {k: per_seed[0][k] for k in ("windows", "windows_available", "capped", "context", "tokens_scored")},
         "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in per_seed),
-        "storage": report,
     }

@@ -110,7 +110,9 @@ def default_data_root() -> Path | None:
     return None
 
 
-def load_task(name_or_path: str, limit: int | None = None, data_root: str | Path | None = None) -> tuple[str, list[MCItem]]:
+def load_task(
+    name_or_path: str, limit: int | None = None, data_root: str | Path | None = None
+) -> tuple[str, list[MCItem]]:
     """(task name, items) for a known task name or a JSON-lines file in the generic format.
 
     ``limit`` takes the first N items in file order (as lm-eval's ``--limit`` does).

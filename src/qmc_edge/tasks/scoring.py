@@ -50,27 +50,28 @@ def _score_shared_context(model: torch.nn.Module, ctx: list[int], conts: list[li
         out = model(torch.tensor([ctx]), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         lls = [float(first[c[0]]) for c in conts]
-        rest = [c[1:] for c in conts]
-        longest = max(len(r) for r in rest)
+        # Second pass: each continuation minus its last token, on the shared cache; the output at
+        # continuation position j predicts token j + 1 (token 0 was predicted by the context pass).
+        feed = [c[:-1] for c in conts]
+        longest = max(len(f) for f in feed)
         if longest == 0:
             return lls
         n = len(conts)
         ids = torch.zeros((n, longest), dtype=torch.long)
         mask = torch.zeros((n, len(ctx) + longest), dtype=torch.long)
         mask[:, : len(ctx)] = 1
-        for i, r in enumerate(rest):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, len(ctx) : len(ctx) + len(r)] = 1
-        cache = out.past_key_values
+        for i, f in enumerate(feed):
+            ids[i, : len(f)] = torch.tensor(f, dtype=torch.long)
+            mask[i, len(ctx) : len(ctx) + len(f)] = 1
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
         cache.batch_repeat_interleave(n)
         pos = (len(ctx) + torch.arange(longest))[None].expand(n, -1)
         logits = model(ids, past_key_values=cache, attention_mask=mask, position_ids=pos).logits.float()
     logp = torch.log_softmax(logits, dim=-1)
-    for i, r in enumerate(rest):
-        if len(r) > 1:
-            # position j predicts r[j + 1]; the first continuation token came from the context pass
-            tgt = torch.tensor(r[1:], dtype=torch.long)
-            lls[i] += float(logp[i, : len(r) - 1].gather(1, tgt[:, None]).sum())
+    for i, c in enumerate(conts):
+        if len(c) > 1:
+            tgt = torch.tensor(c[1:], dtype=torch.long)
+            lls[i] += float(logp[i, : len(c) - 1].gather(1, tgt[:, None]).sum())
     return lls
 
 

@@ -1,0 +1,197 @@
+"""Reasoning tasks: data loading per format, prompt construction, scoring against a direct
+computation on a tiny model, metrics, and the `qmc tasks` / `qmc compare --task` CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA
+from typer.testing import CliRunner
+
+from qmc_edge.cli import app
+from qmc_edge.errors import QMCError
+from qmc_edge.tasks import MCItem, load_task, score_items, task_metrics
+from qmc_edge.tasks.data import _arc, _boolq, _hellaswag, hellaswag_preprocess
+from qmc_edge.tasks.scoring import encode_pair
+
+runner = CliRunner()
+needs_data = pytest.mark.skipif(not (SHARED_DATA / "arc").is_dir(), reason="../shared/data not present")
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "name,count,n_choices",
+    [("arc_easy", 2376, None), ("arc_challenge", 1172, None), ("boolq", 3270, 2), ("hellaswag", 10042, 4)],
+)
+def test_real_task_files_load_completely(name, count, n_choices):
+    got, items = load_task(name)
+    assert got == name and len(items) == count
+    assert all(0 <= it.gold < len(it.choices) for it in items)
+    if n_choices:
+        assert all(len(it.choices) == n_choices for it in items)
+    else:  # ARC has 3-5 choices on a few questions
+        assert {len(it.choices) for it in items} <= {3, 4, 5}
+    _, first5 = load_task(name, limit=5)
+    assert first5 == items[:5]
+
+
+def test_arc_prompt_and_numeric_labels():
+    doc = {
+        "id": "x",
+        "question": {
+            "stem": "Which is a gas?",
+            "choices": [{"text": "ice", "label": "1"}, {"text": "steam", "label": "2"}],
+        },
+        "answerKey": "2",
+    }
+    it = _arc(doc)
+    assert it.context == "Question: Which is a gas?\nAnswer:"
+    assert it.choices == ("ice", "steam") and it.gold == 1 and it.delimiter == " "
+
+
+def test_boolq_prompt():
+    it = _boolq({"question": "is water wet", "passage": "Water is wet.", "answer": True, "title": "t"})
+    assert it.context == "Water is wet.\nQuestion: is water wet?\nAnswer:"
+    assert it.choices == ("no", "yes") and it.gold == 1
+
+
+def test_hellaswag_preprocessing():
+    doc = {
+        "ind": 4,
+        "activity_label": "Making a cake",
+        "ctx_a": "A woman mixes flour [title] in a bowl.",
+        "ctx_b": "she",
+        "endings": ["adds eggs [step] slowly.", "b", "c", "d"],
+        "label": "0",
+    }
+    it = _hellaswag(doc)
+    assert it.context == "Making a cake: A woman mixes flour.  in a bowl. She".replace("  ", " ")
+    assert it.choices[0] == "adds eggs slowly."
+    assert it.gold == 0
+    assert hellaswag_preprocess("  a [header] b  ") == "a b"
+
+
+def test_generic_jsonl_and_its_errors(tmp_path):
+    good = tmp_path / "mine.jsonl"
+    rows = [
+        {"context": "2 + 2 =", "choices": ["4", "5"], "gold": 0},
+        {"context": "Sky:", "choices": ["blue", "green", "red"], "gold": 0, "delimiter": "\n", "id": "q2"},
+    ]
+    good.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    name, items = load_task(str(good))
+    assert name == "mine" and len(items) == 2
+    assert items[1] == MCItem("Sky:", ("blue", "green", "red"), 0, "\n", "q2")
+    for bad_row, needle in [
+        ('{"context": "a", "choices": ["x"], "gold": 0}', "at least two"),
+        ('{"context": "a", "choices": ["x", "y"], "gold": 2}', "not an index"),
+        ('{"context": "a", "choices": ["x", "y"]}', "missing field"),
+        ("{not json", "bad item"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(rows[0]) + "\n" + bad_row + "\n")
+        with pytest.raises(QMCError, match=needle) as exc:
+            load_task(str(bad))
+        assert "bad.jsonl:2" in str(exc.value)
+    with pytest.raises(QMCError, match="unknown task"):
+        load_task("no_such_task")
+    with pytest.raises(QMCError, match="limit"):
+        load_task(str(good), limit=0)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(QMCError, match="no items"):
+        load_task(str(empty))
+
+
+def _direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
+    ctx, cont = encode_pair(tokenizer, context, continuation)
+    inp = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(inp).logits[0].double(), -1)
+    return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
+
+
+def test_scoring_matches_direct_full_passes(tiny_lm):
+    items = [
+        MCItem("w1 w2 the w3", ("w4", "w5 w6 w7", "a of"), 0),
+        MCItem("the w10", ("w11 w12", "w13"), 1),
+        MCItem("w20 w21 ", ("w22", "w23 and w24"), 0),  # trailing space moves to the continuation
+        MCItem("w30", ("w31 w32", "w33"), 1, delimiter="\n"),
+    ]
+    lls, secs = score_items(tiny_lm.model, tiny_lm.tokenizer, items)
+    assert secs > 0
+    for it, row in zip(items, lls, strict=True):
+        for choice, ll in zip(it.choices, row, strict=True):
+            direct = _direct_loglikelihood(tiny_lm.model, tiny_lm.tokenizer, it.context, it.delimiter + choice)
+            assert ll == pytest.approx(direct, abs=1e-4)
+
+
+def test_encode_pair_moves_trailing_spaces():
+    class Chars:  # a character tokenizer: tokens are the characters
+        bos_token_id = None
+        eos_token_id = 0
+
+        def __call__(self, text):
+            return {"input_ids": [ord(ch) for ch in text]}
+
+    ctx, cont = encode_pair(Chars(), "ab  ", "c")
+    assert ctx == [ord("a"), ord("b")] and cont == [ord(" "), ord(" "), ord("c")]
+    ctx, cont = encode_pair(Chars(), "", "xy")
+    assert ctx == [0] and cont == [ord("x"), ord("y")]
+
+
+def test_metrics_acc_norm_uses_choice_length():
+    items = [MCItem("q", ("aaaa", "b"), 1), MCItem("q", ("x", "y"), 0), MCItem("q", ("cc", "d"), 0)]
+    lls = [[-4.0, -2.0], [-1.0, -3.0], [-4.0, -1.0]]
+    m = task_metrics(items, lls)
+    # acc: item0 -> 1 (right), item1 -> 0 (right), item2 -> 1 (wrong)
+    assert m["acc"] == pytest.approx(2 / 3)
+    # acc_norm: item0 -1.0 vs -2.0 -> 0 (wrong); item1 right; item2 -2.0 vs -1.0 -> 1 (wrong)
+    assert m["acc_norm"] == pytest.approx(1 / 3)
+    x = np.array([1.0, 1.0, 0.0])
+    assert m["acc_stderr"] == pytest.approx(np.std(x, ddof=1) / math.sqrt(3))
+    assert "acc_norm" not in task_metrics(items, lls, with_norm=False)
+
+
+def test_cli_tasks_on_tiny_model(tiny_model_dir, tmp_path):
+    f = tmp_path / "toy.jsonl"
+    f.write_text(
+        "\n".join(
+            json.dumps(
+                {"context": f"w{i} the w{i + 1}", "choices": [f"w{i + 2}", "a of", f"w{i + 3} w9"], "gold": i % 3}
+            )
+            for i in range(12)
+        )
+    )
+    out = tmp_path / "t.json"
+    args = ["tasks", "--model", str(tiny_model_dir), "-t", str(f), "--limit", "10", "-m", "fp", "-m", "qmc3"]
+    res = runner.invoke(app, [*args, "--seeds", "2", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    fp, q = d["rows"]
+    assert fp["tasks"]["toy"]["n"] == 10 and "ppl_mean" not in fp
+    assert len(q["tasks"]["toy"]["acc_per_seed"]) == 2 and q["seeds"] == [0, 1]
+    assert 0 <= q["tasks"]["toy"]["acc"] <= 1 and q["tasks"]["toy"]["items_per_s"] > 0
+    assert "toy" in res.output and "first 10 items" in res.output
+    # Same seeds, same accuracies; and `compare --task` adds the same columns next to PPL.
+    text = tmp_path / "x.txt"
+    text.write_text(" ".join(f"w{i % 50}" for i in range(400)))
+    out2 = tmp_path / "c.json"
+    res = runner.invoke(
+        app,
+        ["compare", "--model", str(tiny_model_dir), "--text", str(text), "--context", "32", "--max-windows", "2"]
+        + ["-m", "fp", "-m", "qmc3", "--seeds", "2", "-t", str(f), "--limit", "10", "--json", str(out2)],
+    )
+    assert res.exit_code == 0, res.output
+    c = json.loads(out2.read_text())
+    assert c["rows"][1]["tasks"]["toy"]["acc_per_seed"] == q["tasks"]["toy"]["acc_per_seed"]
+    assert "ppl_mean" in c["rows"][1]
+
+
+def test_cli_tasks_bad_input(tiny_model_dir, tmp_path):
+    out = tmp_path / "never.json"
+    res = runner.invoke(app, ["tasks", "--model", str(tiny_model_dir), "-t", "nonsense", "--json", str(out)])
+    assert res.exit_code == 2 and "unknown task" in res.output and not out.exists()
