@@ -18,7 +18,7 @@ def _ppl_section(d: dict) -> str:
     lines = [
         "## WikiText-2 perplexity, embedded model",
         "",
-        f"- command: `{d['command'].strip()}`",
+        f"- command: `{d['command'].strip()}`" + ("" if d.get("complete", True) else " (**incomplete run**)"),
         f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
         f"- model: {d['note']}",
         f"- text: {d['text']}, context {d['context']}, {cap} (the same windows for every row)",
@@ -40,6 +40,55 @@ def _ppl_section(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pct(t: dict, key: str) -> str:
+    if key not in t:
+        return "-"
+    s = f"{100 * t[key]:.1f} ± {100 * t[key + '_stderr']:.1f}"
+    if len(t["seeds"]) > 1:
+        s += f" [{100 * t[key + '_seed_std']:.1f}]"
+    return s
+
+
+def _tasks_section(d: dict) -> str:
+    names = list(d["items"])
+    sizes = ", ".join(f"{k} {v}" for k, v in d["items"].items())
+    lines = [
+        "## Zero-shot reasoning, embedded model",
+        "",
+        f"- command: `{d['command'].strip()}`" + ("" if d.get("complete", True) else " (**incomplete run**)"),
+        f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
+        f"- model: {d['note']}",
+        f"- items: {'first ' + str(d['limit']) + ' of each set' if d['limit'] else 'full sets'} ({sizes}); "
+        "ARC test, BoolQ dev, HellaSwag validation from ../shared/data, prompts and metrics as "
+        "lm-evaluation-harness (per-item parity checked in tests/test_lmeval_parity.py)",
+        f"- cells: accuracy in % ± standard error over items; noisy rows average seeds {d['seeds']} and show "
+        "the spread over seeds in [ ]; acc_norm = log-likelihood over the choice's length in characters",
+        "",
+        "| method | eff. bits | "
+        + " | ".join(
+            f"{n} acc" + (" | " + n + " acc_norm" if "acc_norm" in d["rows"][0]["tasks"][n] else "") for n in names
+        )
+        + " | items/s |",
+    ]
+    ncols = 2 + sum(2 if "acc_norm" in d["rows"][0]["tasks"][n] else 1 for n in names) + 1
+    lines.append("|---" + "|---:" * (ncols - 1) + "|")
+    for r in d["rows"]:
+        cells = [r["method"], f"{r['effective_bits']:.3f}"]
+        for n in names:
+            t = r["tasks"][n]
+            cells.append(_pct(t, "acc"))
+            if "acc_norm" in t:
+                cells.append(_pct(t, "acc_norm"))
+        ips = sum(t["items_per_s"] for t in r["tasks"].values()) / len(names)
+        cells.append(f"{ips:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# Sections that other benchmark scripts write as markdown, in the order they appear.
+_SECTIONS = ["external.md", "deploy.md", "artifact.md"]
+
+
 def render() -> Path:
     parts = [
         "# Benchmarks",
@@ -51,6 +100,12 @@ def render() -> Path:
     ppl = HERE / "results" / "ppl.json"
     if ppl.is_file():
         parts.append(_ppl_section(json.loads(ppl.read_text())))
+    tasks = HERE / "results" / "tasks.json"
+    if tasks.is_file():
+        parts.append(_tasks_section(json.loads(tasks.read_text())))
+    for name in _SECTIONS:
+        if (HERE / name).is_file():
+            parts.append((HERE / name).read_text())
     notes = HERE / "notes.md"
     if notes.is_file():
         parts.append(notes.read_text())
