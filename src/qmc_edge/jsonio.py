@@ -38,6 +38,10 @@ def write_json(path: str | Path, payload: dict) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(_clean(payload), f, indent=2, allow_nan=False)
             f.write("\n")
+        # mkstemp creates 0600; results are meant to be shared, so use the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

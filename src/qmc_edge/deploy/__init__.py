@@ -1,0 +1,32 @@
+"""Deployment model: footprint, off-chip traffic, energy, latency and area per token of a quantized
+LLM placed across the memory tiers of an edge platform (LPDDR, on-package ReRAM, on-chip MRAM/SRAM).
+
+Why a separate package: the quantizers say how many bits each weight costs and in which memory it
+lives; this package says what those bits cost to read on a given platform, vectorised over design
+points so that sweeps (models x bits x rho x platforms x uncertain device figures) are free.
+
+Modules: ``platform`` (validated YAML platform files), ``arch`` (architectures from HF configs),
+``placement`` (which data in which tier, capacity check), ``system`` (the vectorised cost model and
+:func:`headline_rows`), ``validate`` (fit against measured Jetson speeds, GenZ comparison),
+``plots`` and ``cli`` (``qmc deploy``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["headline_rows", "load_platform", "resolve_arch"]
+
+
+def __getattr__(name: str):  # lazy: importing the package must not pull torch/transformers
+    if name == "headline_rows":
+        from .system import headline_rows
+
+        return headline_rows
+    if name == "load_platform":
+        from .platform import load_platform
+
+        return load_platform
+    if name == "resolve_arch":
+        from .arch import resolve_arch
+
+        return resolve_arch
+    raise AttributeError(name)

@@ -1,0 +1,238 @@
+"""`qmc deploy`: a model + methods (or saved quantization reports) on platform files -> the headline
+table (ratios vs FP16 on the conventional platform, with sensitivity bands), JSON and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_METHODS = ["fp", "rtn4", "mxint4", "qmc3", "qmc2"]
+DEFAULT_PLATFORMS = ["orin_agx", "qmc_hetero"]
+BASELINE = ("FP16", "orin_agx")
+EMBEDDED_ARCH = "smollm2-135m"
+
+
+def _band(t: tuple[float, float, float]) -> str:
+    lo, nom, hi = t
+    if abs(hi - lo) < 0.005 * max(abs(nom), 1e-12):
+        return f"{nom:.2f}x"
+    return f"{nom:.2f}x ({lo:.2f}-{hi:.2f})"
+
+
+def headline_table(rows: list[dict], title: str):
+    """A rich table of :func:`qmc_edge.deploy.system.headline_rows` output, plus the paper's figures."""
+    from rich.table import Table
+
+    from .system import PAPER_HEADLINE
+
+    t = Table(title=title)
+    cols = [
+        ("method", "left"),
+        ("platform", "left"),
+        ("eff. bits", "right"),
+        ("weights MB", "right"),
+        ("off-die MB/tok", "right"),
+        ("mJ/tok", "right"),
+        ("ms/tok", "right"),
+        ("memory", "right"),
+        ("off-die", "right"),
+        ("off-package", "right"),
+        ("energy", "right"),
+        ("latency", "right"),
+    ]
+    for c, j in cols:
+        t.add_column(c, justify=j)
+    for r in rows:
+        t.add_row(
+            r["method"],
+            r["platform"],
+            f"{r['effective_bits']:.2f}",
+            f"{r['weights_MB']:,.1f}",
+            f"{r['off_die_MB_per_token']:,.1f}",
+            f"{r['energy_mJ_per_token']:.2f}",
+            f"{r['latency_ms_per_token']:.2f}",
+            _band(r["ratio_memory"]),
+            _band(r["ratio_off_die"]),
+            _band(r["ratio_off_package"]),
+            _band(r["ratio_energy"]),
+            _band(r["ratio_latency"]),
+        )
+    p = PAPER_HEADLINE
+    t.add_row(
+        "QMC paper (abstract)",
+        "unnamed edge platform",
+        "",
+        "",
+        "",
+        "",
+        "",
+        p["memory"],
+        p["off_chip"],
+        p["off_chip"],
+        p["energy"],
+        p["latency"],
+    )
+    return t
+
+
+def _arch_for_report(data: dict, arch_opt: str | None):
+    from .arch import resolve_arch
+
+    if arch_opt:
+        return resolve_arch(arch_opt)
+    model = str(data.get("model") or "")
+    if model.endswith(".gguf") and "SmolLM2-135M" in model:
+        return resolve_arch(EMBEDDED_ARCH)
+    if model and Path(model).is_dir():
+        return resolve_arch(model)
+    from ..errors import QMCError
+
+    raise QMCError(f"cannot tell the architecture of the report's model {model!r}; pass --arch NAME_OR_CONFIG")
+
+
+def _costs_from_reports(paths: list[Path], arch_opt: str | None):
+    from ..errors import QMCError
+    from .system import MethodCost
+
+    costs, arch = {}, None
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise QMCError(f"report not found: {p}") from None
+        except json.JSONDecodeError as exc:
+            raise QMCError(f"report {p} is not JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict) or "storage" not in data:
+            raise QMCError(f"report {p} has no 'storage' section; write it with `qmc quantize --json FILE`")
+        a = _arch_for_report(data, arch_opt)
+        if arch is not None and a.name != arch.name:
+            raise QMCError(f"reports are for different architectures ({arch.name}, {a.name}); pass --arch")
+        arch = a
+        name = str(data.get("method") or Path(p).stem)
+        if (data.get("spec") or {}).get("method") == "fp":
+            costs["FP16"] = MethodCost.fp16()
+            continue
+        cost = MethodCost.from_report(name, data["storage"], a)
+        qe = (data.get("spec") or {}).get("quantize_embeddings")
+        if qe is not None and qe != cost.quantized_embeddings:
+            cost = MethodCost(
+                name, cost.bits_per_weight, cost.components_per_weight, bool(qe), cost.cell_bits, cost.source
+            )
+        costs[name] = cost
+    return arch, costs
+
+
+def _costs_from_model(model: str | None, methods: list[str]):
+    from ..cli import _load, _progress
+    from ..methods import parse_method
+    from ..quantize_model import quantize_model, storage_report
+    from .arch import from_model
+    from .system import MethodCost
+
+    specs = [parse_method(m) for m in methods]
+    lm = _load(model)
+    arch = from_model(lm.model, EMBEDDED_ARCH if model is None else Path(model).name or model, lm.source)
+    costs = {}
+    with _progress() as prog:
+        for spec in specs:
+            if spec.method == "fp":
+                costs["FP16"] = MethodCost.fp16()
+                continue
+            qm = quantize_model(lm.model, spec, lambda i, n, s=spec: prog(f"quantize {s.name}", i, n))
+            rep = storage_report(lm.model, spec, qm)
+            costs[spec.name] = MethodCost.from_report(spec.name, rep, arch)
+    return arch, costs
+
+
+def deploy(
+    model: Annotated[
+        str | None, typer.Option("--model", help="model to quantize (default: embedded SmolLM2-135M)")
+    ] = None,
+    methods: Annotated[list[str] | None, typer.Option("--method", "-m", help="method or preset, repeatable")] = None,
+    reports: Annotated[
+        list[Path] | None, typer.Option("--report", help="`qmc quantize --json` file(s) instead of quantizing")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="architecture without weights: known name or config.json")
+    ] = None,
+    platforms: Annotated[
+        list[str] | None, typer.Option("--platform", help="platform name or YAML file, repeatable")
+    ] = None,
+    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prompt tokens")] = 512,
+    gen_len: Annotated[int, typer.Option("--gen-len", help="generated tokens")] = 128,
+    batch: Annotated[int, typer.Option("--batch", help="sequences decoded together")] = 1,
+    bands: Annotated[bool, typer.Option("--bands/--no-bands", help="sensitivity bands over ranged figures")] = True,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON to this path")] = None,
+    plots: Annotated[Path | None, typer.Option("--plots", help="folder for the breakdown PNG")] = None,
+) -> None:
+    """Deployment model: footprint, off-chip bytes, energy, latency and area per token, vs FP16."""
+    from ..cli import _env, _errors, out
+    from ..errors import QMCError
+    from ..jsonio import check_writable, write_json
+    from . import plots as plotmod
+    from .placement import describe
+    from .system import Workload, deploy_table, headline_rows, resolve_platforms, sensitivity
+
+    with _errors():
+        wl = Workload(prompt_len=prompt_len, gen_len=gen_len, batch=batch)
+        plats = resolve_platforms(platforms or DEFAULT_PLATFORMS)
+        if json_path:
+            check_writable(json_path)
+        if plots is not None and not plots.is_dir():
+            raise QMCError(f"--plots {plots}: folder does not exist; create it first")
+        if reports:
+            if methods or model:
+                raise QMCError("--report replaces quantizing: do not combine it with --model/--method")
+            a, costs = _costs_from_reports(reports, arch)
+        elif arch and not model:
+            raise QMCError("--arch without weights needs --report FILE (a storage report to scale to it)")
+        else:
+            a, costs = _costs_from_model(model, methods or DEFAULT_METHODS)
+            if arch:
+                from .arch import resolve_arch
+
+                a = resolve_arch(arch)
+        if BASELINE[0] not in costs:
+            from .system import MethodCost
+
+            costs = {BASELINE[0]: MethodCost.fp16(), **costs}
+        names = [p.name for p in plats]
+        if BASELINE[1] not in names:
+            from .platform import load_platform
+
+            plats = [load_platform(BASELINE[1]), *plats]
+        table = deploy_table(a, costs, plats, wl)
+        rows = headline_rows(a, costs, plats, wl, BASELINE, bands=bands)
+        sens = sensitivity(a, costs, plats, BASELINE, wl) if bands else None
+        title = (
+            f"deployment: {a.name} ({a.total_params / 1e6:,.0f}M params), prompt {prompt_len}, gen {gen_len}, "
+            f"batch {batch}; ratios vs {BASELINE[0]} on {BASELINE[1]}"
+            + (f", band over {sens['corners']} corners of {len(sens['paths'])} ranged figures" if sens else "")
+        )
+        out.print(headline_table(rows, title))
+        if sens:
+            out.print("ranged figures: " + ", ".join(sens["paths"]))
+        if plots is not None:
+            png = plotmod.breakdown_plot(table, plots / f"deploy_{a.name}.png", title)
+            out.print(f"wrote {png}")
+        if json_path:
+            payload = {
+                "arch": a.to_dict(),
+                "workload": vars(wl),
+                "baseline": list(BASELINE),
+                "platforms": {p.name: {"placement": describe(p), "file": p.model_dump()} for p in plats},
+                "methods": {k: vars(v) for k, v in costs.items()},
+                "headline": rows,
+                "table": table,
+                "sensitivity": sens,
+                "env": _env(),
+            }
+            write_json(json_path, payload)
+            out.print(f"wrote {json_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)

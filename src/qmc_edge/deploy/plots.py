@@ -1,0 +1,91 @@
+"""Breakdown plots: stacked bars per memory tier for footprint, traffic, energy and latency (PNG).
+
+Matplotlib with the Agg backend (no display needed); each file is written to a temporary name in the
+target folder and renamed, so a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..errors import QMCError  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _stack(ax, labels: list[str], parts: dict[str, list[float]], title: str, unit: str) -> None:
+    bottom = [0.0] * len(labels)
+    for name, vals in parts.items():
+        if not any(v > 0 for v in vals):
+            continue
+        ax.bar(range(len(labels)), vals, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=6)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(unit, fontsize=8)
+    ax.legend(fontsize=6)
+
+
+def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """One PNG with four panels over the (method, platform) rows of
+    :func:`qmc_edge.deploy.system.deploy_table`: weights+KV footprint per tier, decode bytes per token
+    per tier, decode energy per token (dynamic per tier, compute, static) and latency per token
+    (fixed overhead + memory/compute time)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise QMCError(f"cannot write plot {path}: folder {path.parent} does not exist")
+    labels = [f"{r['method']} @ {r['platform']}" for r in rows]
+    tiers = list(rows[0]["footprint_tier_bytes"])
+    fig, axes = plt.subplots(2, 2, figsize=(13, 11))
+    _stack(
+        axes[0, 0],
+        labels,
+        {t: [r["footprint_tier_bytes"][t] / 1e6 for r in rows] for t in tiers},
+        "footprint per tier",
+        "MB",
+    )
+    _stack(
+        axes[0, 1],
+        labels,
+        {
+            t: [(r["decode"]["bytes_read_tier"][t] + r["decode"]["bytes_written_tier"][t]) / 1e6 for r in rows]
+            for t in tiers
+        },
+        "decode traffic per token, per tier",
+        "MB / token",
+    )
+    energy = {t: [r["decode"]["energy_dynamic_tier_J"][t] * 1e3 for r in rows] for t in tiers}
+    energy["compute"] = [r["decode"]["energy_compute_J"] * 1e3 for r in rows]
+    energy["static (leakage)"] = [r["decode"]["energy_static_J"] * 1e3 for r in rows]
+    _stack(axes[1, 0], labels, energy, "decode energy per token", "mJ / token")
+    lat = {
+        "fixed overhead": [r["decode"]["overhead_s"] * 1e3 for r in rows],
+        "memory / compute (combined as the platform says)": [
+            (r["decode"]["latency_s"] - r["decode"]["overhead_s"]) * 1e3 for r in rows
+        ],
+    }
+    _stack(axes[1, 1], labels, lat, "decode latency per token", "ms / token")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

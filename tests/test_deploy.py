@@ -1,0 +1,361 @@
+"""Deployment model: byte/energy/latency arithmetic on a hand-computed case, capacity and platform-file
+errors, the packaged platforms, the sensitivity bands and the `qmc deploy` CLI on the tiny model."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS
+from typer.testing import CliRunner
+
+from qmc_edge.cli import app
+from qmc_edge.deploy.arch import Arch, resolve_arch
+from qmc_edge.deploy.platform import load_platform, packaged_names, parse_platform
+from qmc_edge.deploy.system import MethodCost, Workload, deploy_table, headline_rows, sensitivity
+from qmc_edge.errors import QMCError
+
+
+def fig(v, **kw):
+    return {"value": v, "source": "test", **kw}
+
+
+HAND_PLATFORM = {
+    "name": "hand",
+    "description": "hand-computed test platform",
+    "tiers": {
+        "dram": {
+            "technology": "d",
+            "location": "board",
+            "capacity_MB": fig(1),
+            "bandwidth_GBps": fig(1),
+            "read_pj_per_bit": fig(10),
+            "write_pj_per_bit": fig(20),
+            "leakage_mW_per_MB": fig(0),
+        },
+        "rr": {
+            "technology": "r",
+            "location": "package",
+            "capacity_MB": fig(1),
+            "parallel_read_bits": fig(64),
+            "read_ns": fig(1),
+            "read_pj_per_bit": fig(1),
+            "write_pj_per_bit": fig(2),
+            "leakage_mW_per_MB": fig(1),
+            "non_volatile": True,
+            "power_gated": True,
+            "active_MB": fig(0.5),
+            "density_Mb_per_mm2": fig(2),
+        },
+        "mm": {
+            "technology": "m",
+            "location": "die",
+            "capacity_MB": fig(1),
+            "bandwidth_GBps": fig(2),
+            "read_pj_per_bit": fig(0.5),
+            "write_pj_per_bit": fig(1),
+            "leakage_mW_per_MB": fig(0),
+            "density_Mb_per_mm2": fig(1),
+        },
+        "sr": {
+            "technology": "s",
+            "location": "die",
+            "capacity_MB": fig(0.5),
+            "bandwidth_GBps": fig(4),
+            "read_pj_per_bit": fig(0.1),
+            "write_pj_per_bit": fig(0.2),
+            "leakage_mW_per_MB": fig(2),
+            "density_Mb_per_mm2": fig(10),
+        },
+    },
+    "compute": {"fp16_tflops": fig(1), "efficiency": fig(1), "pj_per_flop": fig(1)},
+    "latency": {"tier_combine": "max", "compute_overlap": True, "overhead_ms": fig(1), "bw_efficiency": fig(0.5)},
+    "placement": {
+        "reram": "rr",
+        "mram": "mm",
+        "dram": "dram",
+        "fp16_other": "mm",
+        "embeddings": "dram",
+        "head": "dram",
+        "kv_cache": "dram",
+        "activations": "sr",
+    },
+}
+
+HAND_ARCH = Arch(
+    name="hand",
+    layers=1,
+    hidden=4,
+    intermediate=8,
+    heads=2,
+    kv_heads=1,
+    head_dim=2,
+    vocab=10,
+    tied=False,
+    linear_params=100,
+    embed_params=40,
+    head_params=40,
+    other_params=8,
+)
+HAND_COST = MethodCost("m", {"reram": 3.0, "mram": 0.5}, cell_bits=3)
+HAND_WL = Workload(prompt_len=4, gen_len=3, batch=1, kv_bits=16)
+
+
+def test_hand_computed_decode_bytes_energy_latency_area():
+    plat = parse_platform(HAND_PLATFORM, "hand.yaml")
+    (r,) = deploy_table(HAND_ARCH, {"m": HAND_COST}, [plat], HAND_WL)
+    d = r["decode"]
+    # Bits read per token, by hand: codes 100 x 3 (rr); metadata 100 x 0.5 + norms 8 x 16 (mm);
+    # embedding row 4 x 16 + untied head 40 x 16 + KV 64 bits x 5 attended positions (dram);
+    # activations (1 x (4 x 4 + 3 x 8) + 10) x 16 = 800 read and 800 written (sr); KV write 64 bits.
+    assert d["bytes_read_tier"] == pytest.approx({"dram": 1024 / 8, "rr": 300 / 8, "mm": 178 / 8, "sr": 800 / 8})
+    assert d["bytes_written_tier"] == pytest.approx({"dram": 64 / 8, "rr": 0, "mm": 0, "sr": 800 / 8})
+    # Times at half the nominal bandwidth; rr = 64 bits / 1 ns = 8 GB/s; tiers read in parallel (max).
+    assert d["time_tier_s"]["dram"] == pytest.approx(136 / 0.5e9)
+    assert d["time_tier_s"]["rr"] == pytest.approx(37.5 / 4e9)
+    assert d["memory_time_s"] == pytest.approx(272e-9)
+    flops = 2 * (100 + 4 * 10) + 4 * 1 * 2 * 2 * (5 + 1)  # matmuls incl. head + attention over 6 positions
+    assert d["compute_time_s"] == pytest.approx(flops / 1e12)
+    assert d["latency_s"] == pytest.approx(1e-3 + 272e-9)
+    dyn = {"dram": 1024 * 10 + 64 * 20, "rr": 300 * 1, "mm": 178 * 0.5, "sr": 800 * 0.1 + 800 * 0.2}
+    assert d["energy_dynamic_tier_J"] == pytest.approx({k: v * 1e-12 for k, v in dyn.items()})
+    assert d["energy_compute_J"] == pytest.approx(flops * 1e-12)
+    # Static: SRAM 0.5 MB x 2 mW/MB; gated ReRAM leaks only for the 300 bits it holds; over the latency.
+    static_w = 0.5 * 2e-3 + 1e-3 * 300 / 8e6
+    assert d["energy_static_J"] == pytest.approx(static_w * (1e-3 + 272e-9))
+    assert d["energy_J"] == pytest.approx(sum(dyn.values()) * 1e-12 + flops * 1e-12 + static_w * (1e-3 + 272e-9))
+    assert d["off_die_bytes"] == pytest.approx(136 + 37.5)
+    assert d["off_package_bytes"] == pytest.approx(136)
+    # Footprint: dram = embeddings 640 + head 640 + KV 64 x 7 bits; weights = all but KV/activations.
+    assert r["footprint_tier_bytes"]["dram"] == pytest.approx((640 + 640 + 448) / 8)
+    assert r["footprint_weights_bytes"] == pytest.approx((300 + 50 + 128 + 640 + 640) / 8)
+    # Area: ReRAM counts cells (300 bits / 3 per cell) at 2 Mb/mm^2; MRAM 178 bits at 1; SRAM 704 bits at 10.
+    assert r["area_tier_mm2"]["rr"] == pytest.approx(100 / 2e6)
+    assert r["area_die_mm2"] == pytest.approx(178 / 1e6 + 704 / 10e6)
+    assert r["area_package_mm2"] == pytest.approx(100 / 2e6)
+    assert r["load"] is None  # no load_from tier in this platform
+
+
+def test_hand_computed_sum_combine_and_prefill():
+    data = copy.deepcopy(HAND_PLATFORM)
+    data["latency"]["tier_combine"] = "sum"
+    data["latency"]["compute_overlap"] = False
+    plat = parse_platform(data, "hand.yaml")
+    (r,) = deploy_table(HAND_ARCH, {"m": HAND_COST}, [plat], HAND_WL)
+    t = r["decode"]["time_tier_s"]
+    assert r["decode"]["memory_time_s"] == pytest.approx(sum(t.values()))
+    assert r["decode"]["latency_s"] == pytest.approx(1e-3 + sum(t.values()) + r["decode"]["compute_time_s"])
+    p = r["prefill"]
+    # Prefill: weights once, 4 embedding rows, head once, KV written for 4 positions and read once.
+    assert p["bytes_read_tier"]["dram"] == pytest.approx((4 * 64 + 640 + 4 * 64) / 8)
+    assert p["bytes_written_tier"]["dram"] == pytest.approx(4 * 64 / 8)
+    flops = 2 * 100 * 4 + 2 * 40 + 4 * 1 * 2 * 2 * 4 * 5 / 2
+    assert p["compute_time_s"] == pytest.approx(flops / 1e12)
+
+
+def test_batch_shares_weight_reads():
+    plat = parse_platform(HAND_PLATFORM, "hand.yaml")
+    (one,) = deploy_table(HAND_ARCH, {"m": HAND_COST}, [plat], HAND_WL)
+    (four,) = deploy_table(HAND_ARCH, {"m": HAND_COST}, [plat], Workload(4, 3, batch=4))
+    # Per token, codes are read once per step for 4 sequences: a quarter of the bytes each.
+    assert four["decode"]["bytes_read_tier"]["rr"] == pytest.approx(one["decode"]["bytes_read_tier"]["rr"] / 4)
+    assert four["footprint_tier_bytes"]["dram"] > one["footprint_tier_bytes"]["dram"]  # 4 KV caches
+
+
+def test_capacity_error_names_tier_and_contents():
+    data = copy.deepcopy(HAND_PLATFORM)
+    data["tiers"]["dram"]["capacity_MB"] = fig(0.0001)  # 100 bytes < 216 needed
+    plat = parse_platform(data, "hand.yaml")
+    with pytest.raises(QMCError, match=r"tier dram holds 0\.0 MB .*embeddings .*raise tiers\.dram\.capacity_MB"):
+        deploy_table(HAND_ARCH, {"m": HAND_COST}, [plat], HAND_WL)
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("tiers", "rr", "read_pj_per_bit"), fig(-1), "platform bad.yaml: tiers.rr.read_pj_per_bit: must be > 0"),
+        (("tiers", "rr", "read_pj_per_bit"), 0.1, "tiers.rr.read_pj_per_bit: a bare number (0.1) has no source"),
+        (("tiers", "mm", "density_Mb_per_mm2"), {"value": 1, "source": " "}, "tiers.mm.density_Mb_per_mm2: source"),
+        (("latency", "bw_efficiency"), fig(1.5), "latency.bw_efficiency: must be in (0, 1]"),
+        (("placement", "kv_cache"), "hbm", "placement.kv_cache: tier 'hbm' is not defined"),
+        (("tiers", "dram", "location"), "moon", "tiers.dram.location:"),
+        (("tiers", "sr", "colour"), "red", "tiers.sr.colour: unknown field"),
+        (("compute", "fp16_tflops"), fig(2, range=[3, 4]), "compute.fp16_tflops: value 2.0 is outside its range"),
+    ],
+)
+def test_platform_validation_names_the_field(path, value, expected):
+    data = copy.deepcopy(HAND_PLATFORM)
+    node = data
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(QMCError) as ei:
+        parse_platform(data, "bad.yaml")
+    msg = str(ei.value)
+    assert expected in msg and "\n" not in msg
+
+
+def test_platform_missing_field_and_file_errors(tmp_path):
+    data = copy.deepcopy(HAND_PLATFORM)
+    del data["tiers"]["dram"]["bandwidth_GBps"]
+    with pytest.raises(QMCError, match="tiers.dram: give bandwidth_GBps"):
+        parse_platform(data, "bad.yaml")
+    data = copy.deepcopy(HAND_PLATFORM)
+    del data["compute"]
+    with pytest.raises(QMCError, match="platform bad.yaml: compute: missing"):
+        parse_platform(data, "bad.yaml")
+    with pytest.raises(QMCError, match="unknown platform 'nope'; use a YAML file path or one of: .*qmc_hetero"):
+        load_platform("nope")
+    bad = tmp_path / "x.yaml"
+    bad.write_text("tiers: [unclosed", encoding="utf-8")
+    with pytest.raises(QMCError, match="platform x.yaml: not valid YAML"):
+        load_platform(bad)
+    good = tmp_path / "h.yaml"
+    good.write_text(yaml.safe_dump(HAND_PLATFORM), encoding="utf-8")
+    assert load_platform(good).name == "hand"
+
+
+def test_packaged_platforms_validate_and_cite_every_number():
+    names = packaged_names()
+    assert {"orin_agx", "orin_nano", "qmc_hetero"} <= set(names)
+    for n in names:
+        p = load_platform(n)
+        for path, f in p.figures().items():
+            assert len(f.source) > 10, f"{n}: {path} has no real source"
+    het = load_platform("qmc_hetero")
+    assert het.tiers["reram"].location == "package" and het.tiers["mram"].location == "die"
+    assert het.placement.reram == "reram" and het.placement.kv_cache == "lpddr5"
+    assert het.ranged()["tiers.lpddr5.read_pj_per_bit"].range == (4.0, 20.0)
+
+
+def test_tiny_arch_counts_match_the_model(tiny_model_dir, tiny_lm):
+    a = resolve_arch(str(tiny_model_dir))  # meta-device build from config.json
+    assert (a.layers, a.hidden, a.intermediate, a.kv_heads) == (LAYERS, HIDDEN, INTERMEDIATE, KV_HEADS)
+    assert a.tied and a.head_params == 0
+    n = sum(p.numel() for p in tiny_lm.model.parameters())  # parameters() de-duplicates the tied table
+    assert a.total_params == n
+    attn = HIDDEN * HIDDEN * 2 + 2 * HIDDEN * (KV_HEADS * HIDDEN // 4)
+    assert a.linear_params == LAYERS * (attn + 3 * HIDDEN * INTERMEDIATE)
+    assert a.kv_bits_per_token(16) == 2 * LAYERS * KV_HEADS * (HIDDEN // 4) * 16
+    with pytest.raises(QMCError, match="unknown architecture 'nope'"):
+        resolve_arch("nope")
+
+
+def _report(lm, method):
+    from qmc_edge.methods import parse_method
+    from qmc_edge.quantize_model import quantize_model, storage_report
+
+    spec = parse_method(method)
+    return storage_report(lm.model, spec, quantize_model(lm.model, spec))
+
+
+def test_qmc_storage_does_not_depend_on_the_clip_search(tiny_lm):
+    # benchmarks/deploy.py relies on this to account QMC's storage with a short search.
+    a, b = _report(tiny_lm, "qmc2"), _report(tiny_lm, "qmc2:n_clip=2")
+    assert a["bits_by_component"] == b["bits_by_component"] and a["outliers"] == b["outliers"] > 0
+
+
+def test_headline_rows_and_bands_on_tiny_reports(tiny_model_dir, tiny_lm):
+    reps = {"RTN4": _report(tiny_lm, "rtn4"), "QMC3": _report(tiny_lm, "qmc:bits=3,n_clip=3")}
+    a = resolve_arch(str(tiny_model_dir))
+    rows = headline_rows(a, reps, ["orin_agx", "qmc_hetero"], Workload(16, 8))
+    by = {(r["method"], r["platform"]): r for r in rows}
+    assert set(by) == {(m, p) for m in ("FP16", "RTN4", "QMC3") for p in ("orin_agx", "qmc_hetero")}
+    base = by[("FP16", "orin_agx")]
+    assert base["ratio_energy"] == pytest.approx((1, 1, 1))
+    q = by[("QMC3", "qmc_hetero")]
+    lo, nom, hi = q["ratio_energy"]
+    assert lo < nom < hi  # LPDDR pJ/bit and ReRAM figures move it
+    assert q["ratio_memory"][0] == q["ratio_memory"][2]  # footprint does not depend on device figures
+    # QMC on the heterogeneous system moves less over the board than RTN4 in LPDDR.
+    assert q["off_package_MB_per_token"] < by[("RTN4", "orin_agx")]["off_package_MB_per_token"]
+    s = sensitivity(
+        a,
+        {"FP16": MethodCost.fp16(), "QMC3": MethodCost.from_report("QMC3", reps["QMC3"], a)},
+        [load_platform("orin_agx"), load_platform("qmc_hetero")],
+        ("FP16", "orin_agx"),
+        Workload(16, 8),
+    )
+    assert "tiers.lpddr5.read_pj_per_bit" in s["paths"] and s["corners"] == 2 ** len(s["paths"])
+    # The nominal row of the sweep equals the plain evaluation.
+    assert s["bands"]["QMC3"]["qmc_hetero"]["energy"][1] == pytest.approx(nom)
+
+
+def test_vectorised_evaluation_matches_scalar():
+    from qmc_edge.deploy.placement import tier_names
+    from qmc_edge.deploy.system import demand, evaluate, platform_arrays
+
+    plat = parse_platform(HAND_PLATFORM, "hand.yaml")
+    pj = np.linspace(1, 30, 7)
+    pa = platform_arrays(plat, tier_names([plat]), {"tiers.dram.read_pj_per_bit": pj})
+    res = evaluate(demand(HAND_ARCH, HAND_COST, HAND_WL), pa)
+    for i, v in enumerate(pj):
+        data = copy.deepcopy(HAND_PLATFORM)
+        data["tiers"]["dram"]["read_pj_per_bit"] = fig(float(v))
+        (r,) = deploy_table(HAND_ARCH, {"m": HAND_COST}, [parse_platform(data, "h.yaml")], HAND_WL)
+        assert res["decode"]["energy_J"][i] == pytest.approx(r["decode"]["energy_J"])
+
+
+def test_cli_deploy_model_json_plots_and_report(tiny_model_dir, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "d.json"
+    res = runner.invoke(
+        app,
+        [
+            "deploy",
+            "--model",
+            str(tiny_model_dir),
+            "-m",
+            "qmc:bits=3,n_clip=3",
+            "--platform",
+            "qmc_hetero",
+            "--prompt-len",
+            "16",
+            "--gen-len",
+            "8",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    plats = {r["platform"] for r in data["headline"]}
+    assert plats == {"orin_agx", "qmc_hetero"}  # the FP16 baseline platform is added
+    assert {r["method"] for r in data["headline"]} >= {"FP16"}
+    assert any(r["method"].startswith("QMC 3b") for r in data["headline"])
+    for row in data["table"]:  # weights copied once from Flash: all of them, at Flash speed
+        assert row["load"]["bytes"] == pytest.approx(row["footprint_weights_bytes"])
+    pngs = list(tmp_path.glob("deploy_*.png"))
+    assert pngs and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    rep = tmp_path / "q.json"
+    r1 = runner.invoke(app, ["quantize", "--model", str(tiny_model_dir), "-m", "rtn4", "--json", str(rep)])
+    assert r1.exit_code == 0, r1.output
+    out2 = tmp_path / "d2.json"
+    r2 = runner.invoke(app, ["deploy", "--report", str(rep), "--no-bands", "--json", str(out2)])
+    assert r2.exit_code == 0, r2.output
+    d2 = json.loads(out2.read_text())
+    rtn = [r for r in d2["headline"] if r["method"].startswith("RTN-INT4")]
+    assert rtn and rtn[0]["ratio_memory"][0] > 1.5
+    assert d2["arch"]["hidden"] == HIDDEN
+
+
+def test_cli_deploy_errors(tiny_model_dir, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["deploy", "--arch", "qwen2.5-1.5b"])
+    assert r.exit_code == 2 and "needs --report" in r.output
+    r = runner.invoke(app, ["deploy", "--report", str(tmp_path / "missing.json")])
+    assert r.exit_code == 2 and "report not found" in r.output
+    bad = tmp_path / "bad.yaml"
+    data = copy.deepcopy(HAND_PLATFORM)
+    data["tiers"]["rr"]["read_pj_per_bit"] = fig(0)
+    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
+    r = runner.invoke(app, ["deploy", "--model", str(tiny_model_dir), "-m", "rtn4", "--platform", str(bad)])
+    assert r.exit_code == 2 and "tiers.rr.read_pj_per_bit: must be > 0" in r.output
+    assert "Traceback" not in r.output
