@@ -173,3 +173,19 @@ def test_cli_unwritable_json_fails_before_work(tiny_model_dir, tmp_path):
 def test_cli_methods_lists_presets():
     res = runner.invoke(app, ["methods"])
     assert res.exit_code == 0 and "qmc3" in res.output and "mxint4" in res.output
+
+
+def test_demo_headline_on_tiny_model(tiny_lm, text_file):
+    """The demo's deployment table: built from the compare rows' storage reports, FP16 on orin_agx = 1."""
+    from qmc_edge.cli import _demo_headline
+    from qmc_edge.experiment import EvalSettings, run_method
+
+    ids = tokenize(tiny_lm.tokenizer, text_file.read_text())
+    cfg = EvalSettings(context=32, max_windows=1, seeds=(0,), bos_id=bos_for(tiny_lm.tokenizer))
+    rows = [run_method(tiny_lm, parse_method(m), ids, cfg) for m in ("fp", "rtn4", "qmc3")]
+    head = _demo_headline(tiny_lm, rows)["deployment"]
+    by = {(r["method"], r["platform"]): r for r in head}
+    base = by[("FP16", "orin_agx")]
+    assert base["ratio_memory"][1] == pytest.approx(1.0)
+    q = by[(parse_method("qmc3").name, "qmc_hetero")]
+    assert q["ratio_memory"][1] > by[(parse_method("rtn4").name, "orin_agx")]["ratio_memory"][1] > 1

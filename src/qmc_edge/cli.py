@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -253,6 +254,7 @@ def _run_compare(
     tasks: dict | None = None,
     with_ppl: bool = True,
     task_limit: int | None = None,
+    after: Callable[[list[dict]], dict] | None = None,
 ) -> list[dict]:
     if with_ppl:
         src, ids, cfg = _prepare_eval(lm, text, context, max_windows, seeds, seed)
@@ -283,8 +285,9 @@ def _run_compare(
     out.print(_compare_table(rows, heading))
     if lm.note:
         out.print(f"note: {lm.note}")
+    extra = after(rows) if after else {}
     if json_path:
-        payload: dict = {"model": lm.source, "note": lm.note, "seeds": list(cfg.seeds)}
+        payload: dict = {"model": lm.source, "note": lm.note, "seeds": list(cfg.seeds), **extra}
         if with_ppl:
             ev = rows[0]["eval"]
             payload.update(
@@ -381,7 +384,23 @@ def demo(
             0,
             json_path,
             "demo (short run; see BENCHMARKS.md for the full numbers)",
+            after=lambda rows: _demo_headline(lm, rows),
         )
+
+
+def _demo_headline(lm: LoadedModel, rows: list[dict]) -> dict:
+    """The deployment model's headline for the demo's methods: per decoded token, against FP16 on
+    a Jetson AGX Orin-class platform (see `qmc deploy` for workloads, platforms and plots)."""
+    from .deploy.arch import from_model
+    from .deploy.cli import headline_table
+    from .deploy.system import headline_rows
+
+    reports = {r["method"]: r["storage"] for r in rows if r["spec"]["method"] != "fp"}
+    arch = from_model(lm.model, "smollm2-135m")  # the demo always runs the embedded default
+    head = headline_rows(arch, reports, platforms=("orin_agx", "qmc_hetero"))
+    title = "deployment model, per decoded token: ratios vs FP16 on orin_agx, nominal (min-max over device figures)"
+    out.print(headline_table(head, title))
+    return {"deployment": head}
 
 
 @app.command()
