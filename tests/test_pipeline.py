@@ -8,14 +8,13 @@ import math
 
 import pytest
 import torch
+from conftest import HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS
 from typer.testing import CliRunner
 
 from qmc_edge.cli import app
 from qmc_edge.methods import parse_method
 from qmc_edge.perplexity import bos_for, perplexity, tokenize
 from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
-
-from conftest import HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS
 
 runner = CliRunner()
 
