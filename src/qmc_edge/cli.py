@@ -15,6 +15,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -51,7 +52,7 @@ DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder with ar
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -153,7 +154,9 @@ def quantize(
             check_writable(json_path)
         lm = _load(model)
         with _progress() as prog:
-            qm = quantize_model(lm.model, spec, lambda i, n: prog(f"quantize {spec.name}", i, n))
+            qm = quantize_model(
+                lm.model, spec, lambda i, n: prog(f"quantize {spec.name}", i, n), tokenizer=lm.tokenizer
+            )
         rep = storage_report(lm.model, spec, qm)
         out.print(_storage_table(spec.name, rep))
         secs = qm.quantize_seconds if qm else 0.0
@@ -167,6 +170,7 @@ def quantize(
                 "method": spec.name,
                 "spec": spec.model_dump(),
                 "quantize_seconds": secs,
+                "info": qm.info if qm else {},
                 "storage": rep,
                 "env": _env(),
             }

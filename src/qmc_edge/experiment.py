@@ -42,7 +42,7 @@ def run_method(
 ) -> dict:
     """Quantize once, then for every seed (once if the method's reads are deterministic) draw one
     noise realisation and evaluate perplexity (unless ``ids`` is None) and the reasoning tasks on it."""
-    qm = quantize_model(lm.model, spec, lambda i, n: progress(f"quantize {spec.name}", i, n))
+    qm = quantize_model(lm.model, spec, lambda i, n: progress(f"quantize {spec.name}", i, n), tokenizer=lm.tokenizer)
     report = storage_report(lm.model, spec, qm)
     seeds = cfg.seeds if spec.noisy else (cfg.seeds[0] if cfg.seeds else 0,)
     per_seed = []
@@ -76,6 +76,7 @@ def run_method(
         "compression_whole_model": report["compression_whole_model"],
         "seeds": [r["seed"] for r in per_seed] if spec.noisy else [],
         "quantize_seconds": qm.quantize_seconds if qm is not None else 0.0,
+        "quantize_info": qm.info if qm is not None else {},
         "storage": report,
     }
     if ids is not None:

@@ -16,7 +16,10 @@ from .devices import DeviceModel, MRAMBitFlips, reram
 from .qmc import quantize_qmc
 from .qtensor import QuantizedTensor
 
-MethodName = Literal["fp", "rtn", "mxint4", "emem", "qmc"]
+MethodName = Literal["fp", "rtn", "mxint4", "emem", "qmc", "gptq", "awq", "hqq"]
+# Produced by maintained libraries (qmc_edge.external); gptq and awq need calibration text.
+EXTERNAL = ("gptq", "awq", "hqq")
+CALIBRATED = ("gptq", "awq")
 
 
 class MethodSpec(BaseModel):
@@ -35,11 +38,14 @@ class MethodSpec(BaseModel):
     ideal_memory: bool = Field(False, description="error-free cells of the same size (ablation)")
     mram_ber: float = Field(0.0, description="MRAM bit error rate per read")
     quantize_embeddings: bool = Field(False, description="also quantize embeddings and output head")
+    reram: bool = Field(False, description="codes in multi-level ReRAM, scales in MRAM (gptq, awq, hqq)")
+    calib_samples: int = Field(64, description="calibration windows (gptq, awq)")
+    calib_len: int = Field(512, description="tokens per calibration window (gptq, awq)")
     label: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> MethodSpec:
-        if self.method in ("rtn", "emem", "qmc") and self.bits not in (2, 3, 4, 8):
+        if self.method in ("rtn", "emem", "qmc", *EXTERNAL) and self.bits not in (2, 3, 4, 8):
             raise ValueError(f"bits={self.bits} is not supported; use 2, 3 or 4 (8 for rtn)")
         if self.method == "qmc" and self.bits not in (2, 3, 4):
             raise ValueError(f"qmc inlier bits must be 2, 3 or 4, got {self.bits}")
@@ -53,6 +59,14 @@ class MethodSpec(BaseModel):
             raise ValueError(f"mram_ber must be in [0, 1), got {self.mram_ber}")
         if not 2 <= self.outlier_bits <= 16:
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
+        if self.quantize_embeddings and self.method in CALIBRATED:
+            raise ValueError(f"{self.method} quantizes decoder Linear layers only; drop quantize_embeddings")
+        if self.reram and self.method not in EXTERNAL:
+            raise ValueError(f"reram applies to {', '.join(EXTERNAL)}; use emem for RTN codes in ReRAM")
+        if self.calib_samples < 1 or self.calib_len < 2:
+            raise ValueError(
+                f"calibration needs calib_samples >= 1 and calib_len >= 2, got {self.calib_samples}, {self.calib_len}"
+            )
         return self
 
     @property
@@ -68,6 +82,10 @@ class MethodSpec(BaseModel):
         if m == "mxint4":
             return "MXINT4"
         ideal = " ideal" if self.ideal_memory else ""
+        if m in EXTERNAL:
+            if self.reram:
+                return f"eMEM-{m.upper()} {self.bits}b {g} @{self.cell_bits}b/cell{ideal}"
+            return f"{m.upper()}-INT{self.bits} {g}"
         if m == "emem":
             return f"eMEM-naive {self.bits}b {g} @{self.cell_bits}b/cell{ideal}"
         na = "" if self.noise_aware else " no-NA"
@@ -75,7 +93,7 @@ class MethodSpec(BaseModel):
 
     @property
     def uses_reram(self) -> bool:
-        return self.method in ("emem", "qmc")
+        return self.method in ("emem", "qmc") or (self.method in EXTERNAL and self.reram)
 
     @property
     def noisy(self) -> bool:
@@ -98,6 +116,10 @@ class MethodSpec(BaseModel):
             return quantize_mxint4(w)
         if self.method == "emem":
             return quantize_emem_naive(w, self.bits, self.device(), g)
+        if self.method == "hqq":
+            from .external.hqq_adapter import quantize_hqq
+
+            return self.place(quantize_hqq(w, self.bits, g))
         if self.method == "qmc":
             return quantize_qmc(
                 w,
@@ -109,7 +131,14 @@ class MethodSpec(BaseModel):
                 n_clip=self.n_clip,
                 noise_aware=self.noise_aware,
             )
-        raise ValueError(f"method {self.method!r} does not quantize")
+        raise ValueError(f"method {self.method!r} does not quantize tensor by tensor")
+
+    def place(self, qt: QuantizedTensor) -> QuantizedTensor:
+        """Put a library baseline's codes where this spec says: ideal memory, or ReRAM with the
+        scales and zero points in MRAM, as eMEM-naive places RTN codes."""
+        if self.reram:
+            qt.code_memory, qt.cell_bits, qt.meta_memory = "reram", self.cell_bits, "mram"
+        return qt
 
 
 PRESETS: dict[str, str] = {
@@ -125,6 +154,17 @@ PRESETS: dict[str, str] = {
     "qmc3": "qmc:bits=3,cell_bits=3,rho=0.01",
     "qmc2": "qmc:bits=2,cell_bits=2,rho=0.01",
     "qmc4": "qmc:bits=4,cell_bits=2,rho=0.01",
+    "gptq4": "gptq:bits=4",
+    "gptq3": "gptq:bits=3",
+    "awq4": "awq:bits=4",
+    "awq3": "awq:bits=3",
+    "hqq4": "hqq:bits=4",
+    "hqq3": "hqq:bits=3",
+    "emem-gptq3": "gptq:bits=3,reram=true,cell_bits=3",
+    "emem-gptq4": "gptq:bits=4,reram=true,cell_bits=2",
+    "emem-awq3": "awq:bits=3,reram=true,cell_bits=3",
+    "emem-awq4": "awq:bits=4,reram=true,cell_bits=2",
+    "emem-hqq3": "hqq:bits=3,reram=true,cell_bits=3",
 }
 
 

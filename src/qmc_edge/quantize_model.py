@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from .methods import MethodSpec
+from .methods import CALIBRATED, MethodSpec
 from .qtensor import QuantizedTensor
 
 FP16_BITS = 16
@@ -52,6 +52,10 @@ class QuantizedModel:
     tensors: dict[str, QuantizedTensor]
     quantize_seconds: float
     reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    # Unquantized parameters the method changed (AWQ folds its scales into the norms): written by
+    # realise, restored from ``reference`` like the quantized ones.
+    overrides: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    info: dict = field(default_factory=dict)  # provenance of library baselines (versions, calibration)
 
     def realise(self, model: torch.nn.Module, seed: int | None = 0) -> None:
         """Write one read of every quantized tensor into ``model`` (noise drawn with ``seed``)."""
@@ -63,6 +67,8 @@ class QuantizedModel:
                 gen = torch.Generator().manual_seed(seed_for(seed or 0, i))
                 w = qt.dequantize(device if self.spec.noisy else None, mram, gen)
                 params[name].copy_(w.to(params[name].dtype))
+            for name, w in self.overrides.items():
+                params[name].copy_(w)
 
     def restore(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters(remove_duplicate=False))
@@ -72,13 +78,21 @@ class QuantizedModel:
 
 
 def quantize_model(
-    model: torch.nn.Module, spec: MethodSpec, progress: Callable[[int, int], None] | None = None
+    model: torch.nn.Module,
+    spec: MethodSpec,
+    progress: Callable[[int, int], None] | None = None,
+    tokenizer: object | None = None,
 ) -> QuantizedModel | None:
-    """Quantize the target tensors (the model itself is left unchanged); None for the FP reference."""
+    """Quantize the target tensors (the model itself is left unchanged); None for the FP reference.
+
+    GPTQ and AWQ quantize the whole model at once from calibration text, so they need ``tokenizer``.
+    """
     if spec.method == "fp":
         return None
     params = dict(model.named_parameters(remove_duplicate=False))
     names = target_weights(model, spec.quantize_embeddings)
+    if spec.method in CALIBRATED:
+        return _quantize_calibrated(model, spec, names, progress, tokenizer)
     t0 = time.perf_counter()
     tensors: dict[str, QuantizedTensor] = {}
     reference: dict[str, torch.Tensor] = {}
@@ -89,6 +103,18 @@ def quantize_model(
         if progress:
             progress(i + 1, len(names))
     return QuantizedModel(spec, tensors, time.perf_counter() - t0, reference)
+
+
+def _quantize_calibrated(model, spec, names, progress, tokenizer) -> QuantizedModel:
+    from .external.llmc import quantize_llmc
+
+    tensors, overrides, seconds, info = quantize_llmc(
+        model, names, spec.method, spec.bits, spec.group_size, tokenizer, spec.calib_samples, spec.calib_len, progress
+    )
+    params = dict(model.named_parameters(remove_duplicate=False))
+    placed = {n: spec.place(replace(qt)) for n, qt in tensors.items()}  # shallow copies: the cache stays ideal
+    reference = {n: params[n].detach().clone() for n in [*names, *overrides]}
+    return QuantizedModel(spec, placed, seconds, reference, overrides, info)
 
 
 def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel | None) -> dict:
