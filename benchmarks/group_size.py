@@ -1,6 +1,6 @@
 """Quick screen of the QMC group size (ideal memory): the numbers in benchmarks/notes.md.
 
-    python benchmarks/group_size.py            # 3 windows of 2048, about 5 min here
+python benchmarks/group_size.py            # 3 windows of 2048, about 5 min here
 """
 
 from __future__ import annotations
