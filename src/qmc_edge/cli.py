@@ -52,7 +52,7 @@ DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder with ar
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

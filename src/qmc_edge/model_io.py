@@ -71,15 +71,35 @@ def resolve(spec: str | None) -> tuple[str, str | None, str]:
     return spec, None, "downloaded from the Hugging Face hub"
 
 
+def _quiet_gguf_bar() -> None:
+    """transformers' GGUF loader draws a plain tqdm bar that its logging switch does not reach; our
+    CLI shows its own status line, so that bar is turned off (best effort, harmless if renamed)."""
+    try:
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gg
+
+        if not isinstance(gg.tqdm, functools.partial):
+            gg.tqdm = functools.partial(gg.tqdm, disable=True)
+    except (ImportError, AttributeError):
+        pass
+
+
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    if spec is not None and (Path(spec).expanduser() / "manifest.json").is_file():
+        from .artifact.load import load_artifact  # lazy: a QMC artifact written by `qmc export`
+
+        return load_artifact(spec)
     where, gguf_file, note = resolve(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # the GGUF dequantization bar; our own bars follow
+    hf_logging.disable_progress_bar()
+    if gguf_file:
+        _quiet_gguf_bar()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with warnings.catch_warnings():

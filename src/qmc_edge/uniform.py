@@ -109,7 +109,9 @@ def _search_clip(
     inl = mg.to(wg.dtype)
     for r in ratios.tolist():
         lo, hi = xmin * r, xmax * r
-        scale = ((hi - lo) / maxq).clamp(min=1e-10)
+        # Scales are kept exactly as fp16, which is what the storage report counts and what an
+        # exported artifact stores; the clamp keeps tiny ranges from rounding to a zero scale.
+        scale = ((hi - lo) / maxq).clamp(min=2**-24, max=65504.0).half().float()
         zero = torch.round(-lo / scale).clamp(0, maxq)
         s3, z3 = scale[..., None], zero[..., None]
         q = torch.clamp(torch.round(wg / s3) + z3, 0, maxq)

@@ -1,0 +1,244 @@
+"""CLI for artifacts: `qmc export`, `qmc verify`, `qmc generate`, `qmc export-hf`.
+
+Registered into the main app by :func:`register` (see qmc_edge.cli). Helpers of the main CLI are
+imported inside the functions: qmc_edge.cli imports this module while it is itself being imported.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _quantize(lm, spec, progress=None):
+    """quantize_model with the tokenizer where it takes one (calibrated methods such as GPTQ need it)."""
+    import inspect
+
+    from ..quantize_model import quantize_model
+
+    kw = {"tokenizer": lm.tokenizer} if "tokenizer" in inspect.signature(quantize_model).parameters else {}
+    return quantize_model(lm.model, spec, progress, **kw)
+
+
+def _read_model(lm, method: str, noise_seed: int | None, spec_over: dict | None = None):
+    """Apply ``method`` to a loaded model and write one read into it: the noise realisation for
+    ``noise_seed``, or the noise-free read without one. Returns (spec, QuantizedModel or None, note)."""
+    from ..methods import parse_method
+    from .load import ArtifactModel
+
+    spec = parse_method(method, **(spec_over or {}))
+    notes = []
+    if spec.method == "fp":
+        qm = lm.quantized if isinstance(lm, ArtifactModel) else None
+        qspec = qm.spec if qm is not None else spec
+    else:
+        if isinstance(lm, ArtifactModel) and lm.quantized is not None:
+            notes.append(f"re-quantizing the already quantized artifact ({lm.manifest.method_name}) with {spec.name}")
+        qm = _quantize(lm, spec)
+        qspec = spec
+    if qm is None:
+        if noise_seed is not None:
+            notes.append("the model has no quantized weights; --noise-seed ignored")
+        return spec, None, notes
+    if noise_seed is not None and not qspec.noisy:
+        notes.append(f"{qspec.name} reads are deterministic; --noise-seed ignored")
+        noise_seed = None
+    params = dict(lm.model.named_parameters(remove_duplicate=False))
+    import torch
+
+    with torch.no_grad():
+        if noise_seed is None:
+            for name, qt in qm.tensors.items():
+                params[name].copy_(qt.dequantize().to(params[name].dtype))
+            for name, w in getattr(qm, "overrides", {}).items():  # e.g. AWQ's folded norms
+                params[name].copy_(w)
+        else:
+            qm.realise(lm.model, noise_seed)
+    return spec, qm, notes
+
+
+def register(app: typer.Typer) -> None:
+    """Add the artifact commands to the main `qmc` app."""
+    from ..cli import JsonOpt, ModelOpt
+
+    @app.command("export")
+    def export_cmd(
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="artifact directory to write")],
+        method: Annotated[str, typer.Option("--method", "-m", help="method or preset; fp = dense FP16")] = "qmc3",
+        model: ModelOpt = None,
+        bits: Annotated[int | None, typer.Option(help="inlier bits (2, 3, 4)")] = None,
+        group_size: Annotated[int | None, typer.Option(help="group size, 0 = per channel")] = None,
+        rho: Annotated[float | None, typer.Option(help="outlier share per tensor (qmc)")] = None,
+        cell_bits: Annotated[int | None, typer.Option(help="bits per ReRAM cell")] = None,
+        embeddings: Annotated[bool, typer.Option("--quantize-embeddings", help="quantize embeddings/head too")] = False,
+        dense_dtype: Annotated[
+            str, typer.Option(help="unquantized tensors: float16 (as the storage report counts), bfloat16, float32")
+        ] = "float16",
+        force: Annotated[bool, typer.Option("--force", help="replace an existing artifact at --out")] = False,
+        json_path: JsonOpt = None,
+    ) -> None:
+        """Quantize a model and write it as a packed artifact (ReRAM image, MRAM outlier table, scales)."""
+        from ..cli import _env, _errors, _load, _progress, _spec, console, out
+        from ..jsonio import check_writable, write_json
+        from .export import DENSE_DTYPES, check_destination, export_artifact
+        from .load import ArtifactModel
+
+        with _errors():
+            spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
+            if dense_dtype not in DENSE_DTYPES:
+                raise ValueError(f"unknown --dense-dtype {dense_dtype!r}; use one of: {', '.join(DENSE_DTYPES)}")
+            check_destination(out_dir.expanduser(), force)
+            if json_path:
+                check_writable(json_path)
+            lm = _load(model)
+            if isinstance(lm, ArtifactModel) and lm.quantized is not None:
+                console.print(f"[yellow]note:[/] re-quantizing the artifact's dequantized weights with {spec.name}")
+            with _progress() as prog:
+                qm = _quantize(lm, spec, lambda i, n: prog(f"quantize {spec.name}", i, n))
+                res = export_artifact(
+                    lm, spec, qm, out_dir, dense_dtype, force, lambda i, n: prog(f"export {out_dir}", i, n)
+                )
+            _print_summary(out, _summary_of(res))
+            out.print(f"exported {spec.name} to {res.path} in {res.seconds:.1f} s")
+            if json_path:
+                write_json(json_path, {"export_seconds": res.seconds, **_summary_of(res), "env": _env()})
+                out.print(f"wrote {json_path}")
+
+    @app.command("verify")
+    def verify_cmd(
+        path: Annotated[Path, typer.Argument(help="artifact directory written by `qmc export`")],
+        json_path: JsonOpt = None,
+    ) -> None:
+        """Check every file of an artifact (checksums, shapes, dtypes, codes) and print its summary."""
+        from ..cli import _errors, out
+        from ..jsonio import check_writable, write_json
+        from .load import verify_artifact
+
+        with _errors():
+            if json_path:
+                check_writable(json_path)
+            s = verify_artifact(path)
+            _print_summary(out, s)
+            out.print(f"OK: {path} verified ({len(s['files'])} files, sha256, shapes, dtypes and codes checked)")
+            if json_path:
+                write_json(json_path, {"ok": True, **s})
+                out.print(f"wrote {json_path}")
+
+    @app.command("generate")
+    def generate_cmd(
+        prompts: Annotated[list[str], typer.Option("--prompt", "-p", help="prompt text (repeat for several)")],
+        model: ModelOpt = None,
+        method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
+        noise_seed: Annotated[
+            int | None, typer.Option(help="device-noise realisation to read; default: the noise-free read")
+        ] = None,
+        max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per prompt")] = 64,
+        sample: Annotated[bool, typer.Option("--sample/--greedy", help="sampling or greedy decoding")] = False,
+        temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
+        top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 0.95,
+        top_k: Annotated[int, typer.Option(help="top-k for sampling, 0 = off")] = 50,
+        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        chat: Annotated[bool, typer.Option("--chat", help="wrap prompts in the tokenizer's chat template")] = False,
+        json_path: JsonOpt = None,
+    ) -> None:
+        """Generate text from any loadable model (reference, quantized, artifact), streamed to the terminal."""
+        from ..cli import _env, _errors, _load, console, out
+        from ..jsonio import check_writable, write_json
+        from .generate import GenerationSettings, generate_text
+
+        with _errors():
+            settings = GenerationSettings(max_new_tokens, sample, temperature, top_p, top_k, seed, chat)
+            settings.check()
+            if json_path:
+                check_writable(json_path)
+            lm = _load(model)
+            spec, qm, notes = _read_model(lm, method, noise_seed)
+            for n in notes:
+                console.print(f"[yellow]note:[/] {n}", highlight=False)
+            read = "noise-free read" if noise_seed is None or not (qm and qm.spec.noisy) else f"noise seed {noise_seed}"
+            what = qm.spec.name if qm is not None else spec.name
+            mode = f"sampling (seed {seed}, T={temperature}, top-p {top_p})" if sample else "greedy"
+            console.print(f"{what}, {read}, {mode}", highlight=False)
+            results = []
+            for prompt in prompts:
+                out.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
+                r = generate_text(
+                    lm.model,
+                    lm.tokenizer,
+                    prompt,
+                    settings,
+                    lambda t: out.print(t, end="", markup=False, highlight=False, soft_wrap=True),
+                )
+                out.print()
+                console.print(f"[dim]{r.new_tokens} tokens in {r.seconds:.1f} s ({r.tokens_per_s:.1f} tok/s)[/]")
+                results.append(r.to_dict())
+            if json_path:
+                payload = {"model": lm.source, "note": lm.note, "method": what, "read": read, "results": results}
+                write_json(json_path, {**payload, "env": _env()})
+                out.print(f"wrote {json_path}")
+
+    @app.command("export-hf")
+    def export_hf_cmd(
+        out_dir: Annotated[Path, typer.Option("--out", "-o", help="HF checkpoint folder to write")],
+        model: ModelOpt = None,
+        method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
+        noise_seed: Annotated[int | None, typer.Option(help="bake this device-noise realisation in")] = None,
+        dtype: Annotated[
+            str, typer.Option(help="float32 keeps the dequantized values exact; float16/bfloat16 round them")
+        ] = "float32",
+        force: Annotated[bool, typer.Option("--force", help="replace an existing checkpoint at --out")] = False,
+        json_path: JsonOpt = None,
+    ) -> None:
+        """Save the dequantized (optionally noise-realised) weights as a standard HF checkpoint."""
+        from ..cli import _env, _errors, _load, console, out
+        from ..jsonio import check_writable, write_json
+        from .hf_export import export_hf
+
+        with _errors():
+            if json_path:
+                check_writable(json_path)
+            if not out_dir.expanduser().parent.exists():
+                raise ValueError(f"cannot export to {out_dir}: its parent folder does not exist; create it first")
+            lm = _load(model)
+            spec, qm, notes = _read_model(lm, method, noise_seed)
+            for n in notes:
+                console.print(f"[yellow]note:[/] {n}", highlight=False)
+            if dtype != "float32":
+                console.print(f"[yellow]note:[/] {dtype} rounds the dequantized weights; float32 keeps them exact")
+            path = export_hf(lm.model, lm.tokenizer, out_dir, dtype, force)
+            what = qm.spec.name if qm is not None else spec.name
+            read = "noise-free" if noise_seed is None or not (qm and qm.spec.noisy) else f"noise seed {noise_seed}"
+            out.print(f"wrote HF checkpoint of {what} ({read}, {dtype}) to {path}")
+            if json_path:
+                payload = {"path": str(path), "model": lm.source, "method": what, "read": read, "dtype": dtype}
+                write_json(json_path, {**payload, "env": _env()})
+                out.print(f"wrote {json_path}")
+
+
+def _summary_of(res) -> dict:
+    from .load import ArtifactContents, summary
+
+    m = res.manifest
+    return summary(ArtifactContents(res.path, m, None, {}, {}))  # type: ignore[arg-type]
+
+
+def _print_summary(console, s: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"artifact {s['path']}")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    t.add_row("format", s["format"])
+    t.add_row("model", f"{s['model_source']}" + (f" @ {s['model_revision']}" if s["model_revision"] else ""))
+    t.add_row("method", s["method"])
+    t.add_row("quantized / dense tensors", f"{s['quantized_tensors']} / {s['dense_tensors']}")
+    t.add_row("dense dtype", f"{s['dense_dtype']}" + ("" if s["dense_exact"] else " (rounded)"))
+    for name, size in s["files"].items():
+        if name.endswith(".safetensors"):
+            t.add_row(f"  {name}", f"{size / 1e6:.3f} MB")
+    t.add_row("packed tensors on disk", f"{s['packed_MB']:.3f} MB")
+    if s["storage_report_model_MB"]:
+        t.add_row("storage report (model_MB)", f"{s['storage_report_model_MB']:.3f} MB")
+        t.add_row("on disk / report", f"{s['packed_vs_report']:.4f}")
+    t.add_row("whole folder (incl. tokenizer, config)", f"{s['total_MB']:.3f} MB")
+    console.print(t)
