@@ -21,13 +21,14 @@ def check_writable(path: str | Path) -> Path:
     return p
 
 
-def _clean(obj):
+def json_safe(obj):
+    """NaN/inf become null and tuples lists, so the output is strict JSON any tool can read."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -36,7 +37,7 @@ def write_json(path: str | Path, payload: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_clean(payload), f, indent=2, allow_nan=False)
+            json.dump(json_safe(payload), f, indent=2, allow_nan=False)
             f.write("\n")
         # mkstemp creates 0600; results are meant to be shared, so use the usual umask-based mode.
         umask = os.umask(0)

@@ -25,6 +25,7 @@ import torch
 
 from ..cells import codes_to_cells
 from ..errors import QMCError
+from ..jsonio import json_safe
 from ..methods import MethodSpec
 from ..model_io import LoadedModel
 from ..qtensor import QuantizedTensor
@@ -219,17 +220,6 @@ def _libraries() -> dict[str, str]:
     return libs
 
 
-def _clean(obj):
-    """JSON-safe storage report (NaN/inf become null, tuples lists)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -332,7 +322,7 @@ def export_artifact(
                 quantize_seconds=qm.quantize_seconds if qm is not None else 0.0,
                 dense_dtype=dense_dtype,
                 dense_exact=all(e.exact for e in dense_entries),
-                storage_report=_clean(storage_report(model, spec, qm)),
+                storage_report=json_safe(storage_report(model, spec, qm)),
                 packed_bytes=packed,
                 libraries=_libraries(),
                 tensors=entries,
