@@ -25,7 +25,10 @@ settings.register_profile(
     max_examples=30,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.load_profile("qmc")
+# CI draws the same examples on every run, so a red build is reproducible and never a dice roll;
+# local runs draw fresh examples (that is how the fp16 scale-rounding bug was found).
+settings.register_profile("qmc-ci", parent=settings.get_profile("qmc"), derandomize=True)
+settings.load_profile("qmc-ci" if os.environ.get("CI") else "qmc")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -109,9 +109,7 @@ def _search_clip(
     inl = mg.to(wg.dtype)
     for r in ratios.tolist():
         lo, hi = xmin * r, xmax * r
-        # Scales are kept exactly as fp16, which is what the storage report counts and what an
-        # exported artifact stores; the clamp keeps tiny ranges from rounding to a zero scale.
-        scale = ((hi - lo) / maxq).clamp(min=2**-24, max=65504.0).half().float()
+        scale = _fp16_at_least((hi - lo) / maxq)
         zero = torch.round(-lo / scale).clamp(0, maxq)
         s3, z3 = scale[..., None], zero[..., None]
         q = torch.clamp(torch.round(wg / s3) + z3, 0, maxq)
@@ -126,3 +124,17 @@ def _search_clip(
         best_scale = torch.where(better, scale, best_scale)
         best_zero = torch.where(better, zero, best_zero)
     return best_scale, best_zero
+
+
+def _fp16_at_least(scale: torch.Tensor) -> torch.Tensor:
+    """The smallest fp16 value >= ``scale`` (as float32).
+
+    Scales are kept exactly as fp16, which is what the storage report counts and what an exported
+    artifact stores. Rounding to nearest could shrink a scale so that the codes no longer span the
+    group's range and its extreme weight is clipped by more than half a step; rounding up never
+    does. The clamp keeps tiny ranges from becoming a zero scale.
+    """
+    s = scale.clamp(min=2**-24, max=65504.0)
+    h = s.half()
+    h = torch.where(h.float() < s, torch.nextafter(h, torch.full_like(h, float("inf"))), h)
+    return h.float()
