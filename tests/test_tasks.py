@@ -195,3 +195,17 @@ def test_cli_tasks_bad_input(tiny_model_dir, tmp_path):
     out = tmp_path / "never.json"
     res = runner.invoke(app, ["tasks", "--model", str(tiny_model_dir), "-t", "nonsense", "--json", str(out)])
     assert res.exit_code == 2 and "unknown task" in res.output and not out.exists()
+
+
+def test_scoring_does_not_depend_on_batching(tiny_lm):
+    """One item per pass and many items per pass (different padding) give the same numbers."""
+    items = [
+        MCItem("w1 w2 the w3 w4 w5 w6", ("w4", "w5 w6 w7 w8 w9", "a"), 2),
+        MCItem("the", ("w11 w12", "w13"), 1),
+        MCItem("w20 w21 w22 w23", ("w22", "w23 and w24 of the"), 0),
+        MCItem("w30 w31", ("w31", "w33"), 1),
+    ]
+    one, _ = score_items(tiny_lm.model, tiny_lm.tokenizer, items, batch_tokens=1)
+    many, _ = score_items(tiny_lm.model, tiny_lm.tokenizer, items, batch_tokens=4096)
+    for a, b in zip(one, many, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)

@@ -2,22 +2,28 @@
 
 Tokenisation mirrors lm-eval's ``_encode_pair``: trailing spaces of the context move to the
 continuation, the pair is encoded whole and the continuation is what follows the separately encoded
-context; an empty context is replaced by the BOS (else EOS) token. Speed comes from a prefix cache:
-the context runs once and all choices of an item run as one batch on its KV cache, which gives the
-same logits as separate full passes (checked in the tests) at a fraction of the cost.
+context; an empty context is replaced by the BOS (else EOS) token. Speed comes from a prefix cache
+and batching: each context runs once, its choices run on its KV cache, and several items share each
+forward pass; this gives the same logits as separate full passes (checked in the tests) at a
+fraction of the cost.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .data import MCItem
+
+# Padded context tokens per forward pass; measured on SmolLM2-135M with 2 cores (see _batches).
+DEFAULT_BATCH_TOKENS = 2048
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -42,36 +48,125 @@ def _max_length(model: torch.nn.Module) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
 
 
+@dataclass
+class _Unit:
+    """One shared context and the continuations scored on it: ``slots`` say whose they are."""
+
+    ctx: list[int]
+    conts: list[list[int]] = field(default_factory=list)
+    slots: list[tuple[int, int]] = field(default_factory=list)  # (item, choice)
+
+
+def _units(tokenizer, items: Sequence[MCItem], max_len: int) -> list[_Unit]:
+    """Tokenised work: per item, one unit per distinct (left-truncated) context.
+
+    Inputs longer than the model's context are left-truncated as lm-eval does; a choice whose
+    truncated context differs from its siblings' is scored in its own unit.
+    """
+    units: list[_Unit] = []
+    for k, item in enumerate(items):
+        groups: dict[tuple[int, ...], _Unit] = {}
+        for j, choice in enumerate(item.choices):
+            ctx, cont = encode_pair(tokenizer, item.context, item.delimiter + choice)
+            if not cont:
+                raise ValueError(f"item {k}: choice {j} encodes to no tokens")
+            whole = (ctx + cont)[-(max_len + 1) :]
+            ctx_t = tuple(whole[: len(whole) - len(cont)])
+            u = groups.setdefault(ctx_t, _Unit(list(ctx_t)))
+            u.conts.append(cont)
+            u.slots.append((k, j))
+        units.extend(groups.values())
+    return units
+
+
+def _batches(units: list[_Unit], budget: int) -> list[list[_Unit]]:
+    """Units grouped so that each padded pass stays within ``budget`` tokens.
+
+    Sorting by context length keeps padding small. Batching matters on a CPU: a forward pass over
+    one short context is bound by reading the weights, so several items per pass cost little more
+    than one (SmolLM2-135M, 2 cores: 32 tokens took 191 ms alone, 8 x 32 took 486 ms).
+    """
+    order = sorted(units, key=lambda u: (len(u.ctx), max(len(c) for c in u.conts)), reverse=True)
+    out: list[list[_Unit]] = []
+    cur: list[_Unit] = []
+    lc = lf = n = 0
+    for u in order:
+        lc2, lf2 = max(lc, len(u.ctx)), max(lf, max(len(c) for c in u.conts) - 1)
+        n2 = n + len(u.conts)
+        if cur and ((len(cur) + 1) * lc2 > budget or n2 * (lc2 + lf2) > 2 * budget):
+            out.append(cur)
+            cur, lc, lf, n = [], 0, 0, 0
+            lc2, lf2, n2 = len(u.ctx), max(len(c) for c in u.conts) - 1, len(u.conts)
+        cur.append(u)
+        lc, lf, n = lc2, lf2, n2
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (recent transformers causal LMs do)."""
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @torch.no_grad()
-def _score_shared_context(model: torch.nn.Module, ctx: list[int], conts: list[list[int]]) -> list[float]:
-    """Sum of log-probabilities of each continuation after one shared context."""
+def _score_batch(model: torch.nn.Module, units: list[_Unit], keep: bool) -> list[list[float]]:
+    """Per unit, the log-likelihood of each continuation after its context.
+
+    Pass 1 runs the right-padded contexts and keeps their KV cache; only the logits at each last
+    context position are computed when the model allows it (the output head over all positions cost
+    40% of a 512-token pass here). Pass 2 runs every continuation minus its last token on a copy of
+    its unit's cache row, with the padding masked out and positions continuing the real context, so
+    each result equals a separate full pass over context + continuation.
+    """
+    b = len(units)
+    lens = torch.tensor([len(u.ctx) for u in units])
+    lc = int(lens.max())
+    ids = torch.zeros((b, lc), dtype=torch.long)
+    cmask = torch.zeros((b, lc), dtype=torch.long)
+    for i, u in enumerate(units):
+        ids[i, : len(u.ctx)] = torch.tensor(u.ctx, dtype=torch.long)
+        cmask[i, : len(u.ctx)] = 1
+    last = lens - 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = model(torch.tensor([ctx]), use_cache=True)
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        lls = [float(first[c[0]]) for c in conts]
-        # Second pass: each continuation minus its last token, on the shared cache; the output at
-        # continuation position j predicts token j + 1 (token 0 was predicted by the context pass).
-        feed = [c[:-1] for c in conts]
-        longest = max(len(f) for f in feed)
-        if longest == 0:
+        if keep:
+            want = torch.unique(last)
+            out = model(ids, attention_mask=cmask, use_cache=True, logits_to_keep=want)
+            col = torch.searchsorted(want, last)
+        else:
+            out = model(ids, attention_mask=cmask, use_cache=True)
+            col = last
+        first = torch.log_softmax(out.logits[torch.arange(b), col].float(), dim=-1)
+        lls = [[float(first[i, c[0]]) for c in u.conts] for i, u in enumerate(units)]
+        # The output at continuation position j predicts token j + 1 (token 0 came from pass 1).
+        rows = [(i, c) for i, u in enumerate(units) for c in u.conts]
+        lf = max(len(c) - 1 for _, c in rows)
+        if lf == 0:
             return lls
-        n = len(conts)
-        ids = torch.zeros((n, longest), dtype=torch.long)
-        mask = torch.zeros((n, len(ctx) + longest), dtype=torch.long)
-        mask[:, : len(ctx)] = 1
-        for i, f in enumerate(feed):
-            ids[i, : len(f)] = torch.tensor(f, dtype=torch.long)
-            mask[i, len(ctx) : len(ctx) + len(f)] = 1
+        n = len(rows)
+        feed = torch.zeros((n, lf), dtype=torch.long)
+        mask = torch.zeros((n, lc + lf), dtype=torch.long)
+        src = torch.tensor([i for i, _ in rows])
+        mask[:, :lc] = cmask[src]
+        for r, (_, c) in enumerate(rows):
+            if len(c) > 1:
+                feed[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                mask[r, lc : lc + len(c) - 1] = 1
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        cache.batch_repeat_interleave(n)
-        pos = (len(ctx) + torch.arange(longest))[None].expand(n, -1)
-        logits = model(ids, past_key_values=cache, attention_mask=mask, position_ids=pos).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    for i, c in enumerate(conts):
-        if len(c) > 1:
-            tgt = torch.tensor(c[1:], dtype=torch.long)
-            lls[i] += float(logp[i, : len(c) - 1].gather(1, tgt[:, None]).sum())
+        cache.reorder_cache(src)  # one cache row per continuation (index_select on the batch)
+        pos = lens[src][:, None] + torch.arange(lf)[None]
+        logits = model(feed, past_key_values=cache, attention_mask=mask, position_ids=pos).logits
+    r = 0
+    for i, u in enumerate(units):
+        for j, c in enumerate(u.conts):
+            if len(c) > 1:
+                logp = torch.log_softmax(logits[r, : len(c) - 1].float(), dim=-1)
+                lls[i][j] += float(logp.gather(1, torch.tensor(c[1:])[:, None]).sum())
+            r += 1
     return lls
 
 
@@ -80,32 +175,30 @@ def score_items(
     tokenizer,
     items: Sequence[MCItem],
     progress: Callable[[int, int], None] | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> tuple[list[list[float]], float]:
     """Per item, the log-likelihood of every choice; and the wall seconds taken.
 
-    Inputs longer than the model's context are left-truncated as lm-eval does; a choice whose
-    truncated context differs from its siblings' is scored in its own group.
+    Several items share each forward pass (``batch_tokens`` bounds the padded context tokens of a
+    pass); results do not depend on the batching beyond float rounding (tests compare them with
+    separate full passes).
     """
-    max_len = _max_length(model)
-    out: list[list[float]] = []
     t0 = time.perf_counter()
-    for k, item in enumerate(items):
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for j, choice in enumerate(item.choices):
-            ctx, cont = encode_pair(tokenizer, item.context, item.delimiter + choice)
-            if not cont:
-                raise ValueError(f"item {k}: choice {j} encodes to no tokens")
-            whole = (ctx + cont)[-(max_len + 1) :]
-            ctx_t = tuple(whole[: len(whole) - len(cont)])
-            groups.setdefault(ctx_t, []).append((j, cont))
-        lls = [0.0] * len(item.choices)
-        for ctx_t, members in groups.items():
-            scores = _score_shared_context(model, list(ctx_t), [c for _, c in members])
-            for (j, _), s in zip(members, scores, strict=True):
-                lls[j] = s
-        out.append(lls)
+    units = _units(tokenizer, items, _max_length(model))
+    out: list[list[float]] = [[0.0] * len(it.choices) for it in items]
+    left = [0] * len(items)
+    for u in units:
+        left[u.slots[0][0]] += 1
+    done = 0
+    keep = _keeps_logits(model)
+    for batch in _batches(units, max(1, batch_tokens)):
+        for u, scores in zip(batch, _score_batch(model, batch, keep), strict=True):
+            for (k, j), s in zip(u.slots, scores, strict=True):
+                out[k][j] = s
+            left[u.slots[0][0]] -= 1
+            done += left[u.slots[0][0]] == 0
         if progress:
-            progress(k + 1, len(items))
+            progress(done, len(items))
     return out, time.perf_counter() - t0
 
 
