@@ -354,3 +354,28 @@ def test_cli_errors_are_one_line(tiny_model_dir, tmp_path):
         assert r.output.startswith("error:") and "codes.safetensors" in r.output.replace("\n", "")
     r = _run("generate", "--model", tiny_model_dir, "-p", "x", "--top-p", "2")
     assert r.exit_code == 2 and "top-p" in r.output
+
+
+def test_evaluating_an_artifact_reads_its_noisy_cells_per_seed(tiny_lm, tmp_path):
+    """`qmc ppl --model ARTIFACT --seeds N` evaluates N device-noise reads of the stored cells, not
+    the noise-free dequantization, and leaves the model noise-free afterwards."""
+    from qmc_edge.experiment import EvalSettings, run_method
+    from qmc_edge.perplexity import perplexity
+
+    spec, qm, _ = _export(tiny_lm, "emem:bits=3,cell_bits=3", tmp_path / "a")
+    art = load_artifact(tmp_path / "a")
+    ids = torch.randint(3, len(art.tokenizer), (200,), generator=torch.Generator().manual_seed(0))
+    row = run_method(art, parse_method("fp"), ids, EvalSettings(context=64, seeds=(0, 1)))
+    assert row["method"] == spec.name and row["noisy"] and row["seeds"] == [0, 1]
+    assert row["effective_bits"] == art.manifest.storage_report["effective_bits"] < 16
+    expected = []
+    for s in (0, 1):
+        art.realise(s)
+        expected.append(perplexity(art.model, ids, 64).ppl)
+    art.realise(None)
+    assert row["ppl_per_seed"] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] != expected[1]
+    clean = perplexity(art.model, ids, 64).ppl
+    assert clean not in row["ppl_per_seed"]
+    params = dict(art.model.named_parameters(remove_duplicate=False))
+    assert all(torch.equal(params[n], qt.dequantize()) for n, qt in qm.tensors.items())

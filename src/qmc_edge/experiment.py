@@ -41,9 +41,21 @@ def run_method(
     tasks: dict[str, list[MCItem]] | None = None,
 ) -> dict:
     """Quantize once, then for every seed (once if the method's reads are deterministic) draw one
-    noise realisation and evaluate perplexity (unless ``ids`` is None) and the reasoning tasks on it."""
-    qm = quantize_model(lm.model, spec, lambda i, n: progress(f"quantize {spec.name}", i, n), tokenizer=lm.tokenizer)
-    report = storage_report(lm.model, spec, qm)
+    noise realisation and evaluate perplexity (unless ``ids`` is None) and the reasoning tasks on it.
+
+    A loaded artifact evaluated as ``fp`` is evaluated as what it stores: its own method, storage
+    report and, for noisy memories, one device-noise read per seed (the artifact's cells are the
+    hardware's state; reading it noise-free would hide what the export is for).
+    """
+    stored = getattr(lm, "quantized", None) if spec.method == "fp" else None
+    if stored is not None:
+        qm, spec = stored, stored.spec
+        report = lm.manifest.storage_report
+    else:
+        qm = quantize_model(
+            lm.model, spec, lambda i, n: progress(f"quantize {spec.name}", i, n), tokenizer=lm.tokenizer
+        )
+        report = storage_report(lm.model, spec, qm)
     seeds = cfg.seeds if spec.noisy else (cfg.seeds[0] if cfg.seeds else 0,)
     per_seed = []
     task_runs: list[dict] = []
