@@ -16,6 +16,7 @@ from qmc_edge.cli import app
 from qmc_edge.errors import QMCError
 from qmc_edge.tasks import MCItem, load_task, score_items, task_metrics
 from qmc_edge.tasks.data import _arc, _boolq, _hellaswag, hellaswag_preprocess
+from qmc_edge.tasks import scoring
 from qmc_edge.tasks.scoring import encode_pair
 
 runner = CliRunner()
@@ -114,7 +115,24 @@ def _direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> 
     return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
 
 
-def test_scoring_matches_direct_full_passes(tiny_lm):
+@pytest.mark.parametrize("path", ["decoder+head", "whole model", "soft-capped"])
+def test_scoring_matches_direct_full_passes(tiny_lm, monkeypatch, path):
+    """The packed tree-masked pass equals separate full passes: through the decoder with the head
+    only where needed, through the whole model (models that expose no decoder), and with
+    Gemma-2-style logit soft-capping (applied by our head path, by the model in the direct pass)."""
+    if path == "whole model":
+        monkeypatch.setattr(scoring, "_decoder_and_head", lambda model: None)
+    if path == "soft-capped":
+        cap = 0.3
+        tiny_lm.model.config.final_logit_softcapping = cap
+        forward = tiny_lm.model.forward
+
+        def capped(*a, **kw):
+            out = forward(*a, **kw)
+            out.logits = torch.tanh(out.logits / cap) * cap
+            return out
+
+        monkeypatch.setattr(tiny_lm.model, "forward", capped)
     items = [
         MCItem("w1 w2 the w3", ("w4", "w5 w6 w7", "a of"), 0),
         MCItem("the w10", ("w11 w12", "w13"), 1),
