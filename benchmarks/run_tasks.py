@@ -38,10 +38,17 @@ def main() -> None:
     ap.add_argument("--rows", nargs="*", default=ROWS, help="method specs")
     ap.add_argument("--tasks", nargs="*", default=list(TASKS))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "tasks.json")
+    ap.add_argument("--device", default="cpu", help="where the model runs (quantization and noise stay on the CPU)")
+    ap.add_argument("--no-render", action="store_true", help="do not regenerate BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    lm = load_model(None)
+    lm = load_model(None, device=args.device)
+    if args.device.startswith("cuda"):
+        gpu = torch.cuda.get_device_name()
+        machine = f"{gpu} (fp32, TF32 off), torch {torch.__version__}; {os.cpu_count()} CPU cores"
+    else:
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
     tasks = load_tasks(args.tasks, args.limit or None)
     cfg = EvalSettings(seeds=tuple(range(args.seeds)))
     rows: list[dict] = []
@@ -53,7 +60,7 @@ def main() -> None:
             "complete": done,
             "command": "python benchmarks/run_tasks.py " + " ".join(sys.argv[1:]),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
+            "machine": machine,
             "model": lm.source,
             "note": lm.note,
             "limit": args.limit or None,
@@ -73,6 +80,8 @@ def main() -> None:
         print(f"{r['method']:40s} {accs}  [{time.time() - t0:.0f}s]", flush=True)
         write_json(args.out, payload(done=False))  # a run cut short keeps its rows, marked incomplete
     write_json(args.out, payload(done=True))
+    if args.no_render:
+        return
     from render import render  # noqa: PLC0415 - sibling script
 
     render()

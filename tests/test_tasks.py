@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from qmc_edge.cli import app
 from qmc_edge.errors import QMCError
-from qmc_edge.tasks import MCItem, load_task, score_items, task_metrics
+from qmc_edge.tasks import MCItem, load_task, score_items, scoring, task_metrics
 from qmc_edge.tasks.data import _arc, _boolq, _hellaswag, hellaswag_preprocess
-from qmc_edge.tasks import scoring
 from qmc_edge.tasks.scoring import encode_pair
 
 runner = CliRunner()

@@ -49,6 +49,9 @@ TaskOpt = Annotated[
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="first N items of each task")]
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder with arc/, boolq/, hellaswag/")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="where the model runs: cpu, cuda, cuda:N (quantization stays on the CPU)")
+]
 
 
 def _fail(msg: str) -> None:
@@ -86,10 +89,10 @@ def _progress():
         yield update
 
 
-def _load(model: str | None) -> LoadedModel:
+def _load(model: str | None, device: str = "cpu") -> LoadedModel:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     with console.status(f"loading {model or 'embedded SmolLM2-135M-Instruct'} ..."):
-        lm = load_model(model)
+        lm = load_model(model, device=device)
     if lm.note:
         console.print(f"[yellow]note:[/] {lm.note}", highlight=False)
     return lm
@@ -326,13 +329,14 @@ def ppl(
     seeds: SeedsOpt = 3,
     seed: SeedOpt = 0,
     json_path: JsonOpt = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Perplexity of a model, optionally quantized and read through noisy devices, over N seeds."""
     with _errors():
         spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
         if json_path:
             check_writable(json_path)
-        lm = _load(model)
+        lm = _load(model, device)
         _run_compare(lm, [spec], text, context, max_windows, seeds, seed, json_path, "perplexity")
 
 
@@ -351,6 +355,7 @@ def compare(
     task_limit: LimitOpt = None,
     data_dir: DataOpt = None,
     json_path: JsonOpt = None,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time
     (and reasoning-task accuracy columns with --task)."""
@@ -359,7 +364,7 @@ def compare(
         if json_path:
             check_writable(json_path)
         tasks = _load_tasks(task, task_limit, data_dir)
-        lm = _load(model)
+        lm = _load(model, device)
         _run_compare(
             lm, specs, text, context, max_windows, seeds, seed, json_path, "compare", tasks, task_limit=task_limit
         )

@@ -85,15 +85,43 @@ def _quiet_gguf_bar() -> None:
         pass
 
 
-def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason."""
+def check_device(device: str) -> torch.device:
+    """The torch device named by ``--device``, or a one-line error when this machine lacks it."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise QMCError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QMCError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise QMCError(f"--device {device}: only cpu and cuda are supported")
+    return dev
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+    """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason.
+
+    ``device`` is where the model runs (evaluation, generation); quantization and device-noise
+    draws stay on the CPU, so a seed gives the same weights on every machine. On a GPU, fp32
+    matrix products keep full precision (TF32 stays off) so results match the CPU's.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    dev = check_device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if spec is not None and (Path(spec).expanduser() / "manifest.json").is_file():
         from .artifact.load import load_artifact  # lazy: a QMC artifact written by `qmc export`
 
-        return load_artifact(spec)
+        lm = load_artifact(spec)
+        lm.model.to(dev)
+        return lm
     where, gguf_file, note = resolve(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     hf_logging.set_verbosity_error()
@@ -117,5 +145,5 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> L
             f"cannot read model {spec or DEFAULT_MODEL!r} ({type(exc).__name__}: {first[:200]}); "
             "is the file complete and a supported causal LM?"
         ) from None
-    model.eval()
+    model.eval().to(dev)
     return LoadedModel(model=model, tokenizer=tok, source=gguf_file and f"{where}/{gguf_file}" or where, note=note)

@@ -136,10 +136,12 @@ def perplexity(
         raise QMCError(f"text has {ids.numel()} tokens, fewer than one window of {context}; lower --context")
     n = available if not max_windows else min(max_windows, available)
     total_nll, total_tok = 0.0, 0
+    dev = next(model.parameters()).device
     t0 = time.perf_counter()
     for i in range(n):
         chunk = ids[i * body : (i + 1) * body]
         inp = torch.cat([torch.tensor([bos_id]), chunk]) if bos_id is not None else chunk
+        inp = inp.to(dev)
         logits = model(inp[None]).logits[0, :-1].float()
         target = inp[1:]
         nll = torch.nn.functional.cross_entropy(logits, target, reduction="sum")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .errors import QMCError
 from .methods import CALIBRATED, MethodSpec
 from .qtensor import QuantizedTensor
 
@@ -92,12 +93,14 @@ def quantize_model(
     params = dict(model.named_parameters(remove_duplicate=False))
     names = target_weights(model, spec.quantize_embeddings)
     if spec.method in CALIBRATED:
+        if next(model.parameters()).device.type != "cpu":
+            raise QMCError(f"{spec.method} runs its calibration on the CPU here; load the model with --device cpu")
         return _quantize_calibrated(model, spec, names, progress, tokenizer)
     t0 = time.perf_counter()
     tensors: dict[str, QuantizedTensor] = {}
     reference: dict[str, torch.Tensor] = {}
     for i, name in enumerate(names):
-        w = params[name].detach()
+        w = params[name].detach().cpu()  # quantizers and noise draws are defined on the CPU
         reference[name] = w.clone()
         tensors[name] = spec.quantize_tensor(w)
         if progress:

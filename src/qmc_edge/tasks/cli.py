@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         seed: c.SeedOpt = 0,
         data_dir: c.DataOpt = None,
         json_path: c.JsonOpt = None,
+        device: c.DeviceOpt = "cpu",
     ) -> None:
         """Zero-shot multiple-choice accuracy (acc, acc_norm ± stderr) as lm-evaluation-harness scores it."""
         from .data import TASKS
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
             if json_path:
                 c.check_writable(json_path)
             loaded = c._load_tasks(task or list(TASKS), limit, data_dir)
-            lm = c._load(model)
+            lm = c._load(model, device)
             c._run_compare(
                 lm,
                 specs,

@@ -170,10 +170,12 @@ def _score_batch(model: torch.nn.Module, units: list[_Unit], split) -> list[list
     """Per unit, the log-likelihood of each continuation after its context: one forward pass over
     the packed units (see :func:`_tree_layout`), the output head only where it is needed."""
     ids, pos, allowed, where = _tree_layout(units)
-    dtype = next(model.parameters()).dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    rows = torch.tensor([i for i, per in enumerate(where) for w in per for _ in w])
-    cols = torch.tensor([c for per in where for w in per for c in w])
+    p0 = next(model.parameters())
+    dtype, dev = p0.dtype, p0.device
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min).to(dev)
+    ids, pos = ids.to(dev), pos.to(dev)
+    rows = torch.tensor([i for i, per in enumerate(where) for w in per for _ in w], device=dev)
+    cols = torch.tensor([c for per in where for w in per for c in w], device=dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if split is not None:
@@ -185,7 +187,7 @@ def _score_batch(model: torch.nn.Module, units: list[_Unit], split) -> list[list
         else:
             logits = model(ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[rows, cols].float()
     logp = torch.log_softmax(logits, dim=-1)
-    targets = torch.tensor([t for u in units for c in u.conts for t in c])
+    targets = torch.tensor([t for u in units for c in u.conts for t in c], device=dev)
     picked = logp.gather(1, targets[:, None])[:, 0].tolist()
     out, r = [], 0
     for u in units:
