@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import machine_label
 
 from qmc_edge.experiment import EvalSettings, run_method
 from qmc_edge.jsonio import write_json
@@ -47,10 +47,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rows", nargs="*", default=ROWS, help="method specs")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ppl.json")
+    ap.add_argument("--device", default="cpu", help="where the model runs (quantization and noise stay on the CPU)")
+    ap.add_argument("--no-render", action="store_true", help="do not regenerate BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    lm = load_model(None)
+    lm = load_model(None, device=args.device)
     src = load_text()
     ids = tokenize(lm.tokenizer, src.text)
     cfg = EvalSettings(args.context, args.windows or None, tuple(range(args.seeds)), bos_for(lm.tokenizer))
@@ -63,7 +65,7 @@ def main() -> None:
             "complete": done,
             "command": "python benchmarks/run_ppl.py " + " ".join(sys.argv[1:]),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
+            "machine": machine_label(args.device),
             "model": lm.source,
             "note": lm.note,
             "text": src.label,
@@ -87,6 +89,8 @@ def main() -> None:
         # Saved after every row: a run cut short keeps what it measured (marked incomplete).
         write_json(args.out, payload(done=False))
     write_json(args.out, payload(done=True))
+    if args.no_render:
+        return
     from render import render  # noqa: PLC0415 - sibling script
 
     render()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import machine_label
 
 from qmc_edge.experiment import EvalSettings, run_method
 from qmc_edge.jsonio import write_json
@@ -44,11 +44,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     lm = load_model(None, device=args.device)
-    if args.device.startswith("cuda"):
-        gpu = torch.cuda.get_device_name()
-        machine = f"{gpu} (fp32, TF32 off), torch {torch.__version__}; {os.cpu_count()} CPU cores"
-    else:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
+    machine = machine_label(args.device)
     tasks = load_tasks(args.tasks, args.limit or None)
     cfg = EvalSettings(seeds=tuple(range(args.seeds)))
     rows: list[dict] = []
