@@ -359,3 +359,27 @@ def test_cli_deploy_errors(tiny_model_dir, tmp_path):
     r = runner.invoke(app, ["deploy", "--model", str(tiny_model_dir), "-m", "rtn4", "--platform", str(bad)])
     assert r.exit_code == 2 and "tiers.rr.read_pj_per_bit: must be > 0" in r.output
     assert "Traceback" not in r.output
+
+
+def test_validation_split_and_fit_are_per_platform_and_runtime():
+    """Constants are fitted per (platform, runtime) on alternate ranks by bytes read; every group keeps
+    held-out points, and a point is always predicted with its own group's constants."""
+    from qmc_edge.deploy.validate import MEASURED, fit_and_score, group_key, summarize
+
+    s = fit_and_score()
+    groups = {group_key(m) for m in MEASURED}
+    assert set(s["params"]) == groups and "agx_orin/vllm" in groups
+    for g in groups:
+        rows = [r for r, m in zip(s["rows"], MEASURED, strict=True) if group_key(m) == g]
+        n_fit = sum(r["set"] == "fit" for r in rows)
+        assert n_fit == (len(rows) + 1) // 2 and s["params"][g]["fit_points"] == n_fit
+    vllm = [r for r in s["rows"] if r["runtime"] == "vllm"]
+    assert [r["set"] for r in sorted(vllm, key=lambda r: r["tokens_per_s"], reverse=True)] == [
+        "fit",
+        "held_out",
+        "fit",
+    ]
+    # Two constants, two fit points: the vLLM fit reproduces them.
+    assert all(r["ours_tokens_per_s"] == pytest.approx(r["tokens_per_s"], rel=1e-3) for r in vllm if r["set"] == "fit")
+    m = summarize(s["rows"], "ours_tokens_per_s")
+    assert 0 < m["fit"] < m["held_out_all"] < 100
