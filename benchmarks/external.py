@@ -8,6 +8,12 @@ Writes benchmarks/results/external.json and benchmarks/external.md.
 
 Needs the extras: pip install 'qmc-edge[gptq,hqq]'. Every row is evaluated on the same windows and
 the noisy rows on the same seeds as QMC.
+
+Peak memory is read from the kernel's high-water mark, which only sees pages a method touches beyond
+what the process already holds. glibc's dynamic mmap threshold keeps freed multi-MB tensors in the heap
+for reuse, so a method measured after a larger one showed +0 MB. Run with a fixed threshold
+(``MALLOC_MMAP_THRESHOLD_=131072``, glibc's static default) so freed tensors go back to the kernel
+and every method's peak is its own; the JSON records the setting.
 """
 
 from __future__ import annotations
@@ -145,6 +151,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
         "threads": args.threads,
         "load_average_start": os.getloadavg(),
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "model": lm.source,
         "note": lm.note,
         "text": src.label,

@@ -188,3 +188,25 @@ def test_demo_headline_on_tiny_model(tiny_lm, text_file):
     assert base["ratio_memory"][1] == pytest.approx(1.0)
     q = by[(parse_method("qmc3").name, "qmc_hetero")]
     assert q["ratio_memory"][1] > by[(parse_method("rtn4").name, "orin_agx")]["ratio_memory"][1] > 1
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [("cuda", "CUDA is not available"), ("nonsense", "unknown device"), ("meta", "only cpu and cuda")],
+)
+def test_device_option_fails_in_one_line(tiny_model_dir, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = runner.invoke(app, ["ppl", "--model", str(tiny_model_dir), "--device", device, "--max-windows", "1"])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_quantization_reads_weights_on_the_cpu(tiny_model):
+    """Quantized tensors and reference copies live on the CPU whatever device the model runs on, so
+    noise draws (CPU generators) give the same weights everywhere; here the model is on the CPU, and
+    the quantized codes must not alias the model's parameters."""
+    spec = parse_method("qmc3")
+    qm = quantize_model(tiny_model, spec)
+    params = dict(tiny_model.named_parameters())
+    for name, ref in qm.reference.items():
+        assert ref.device.type == "cpu" and ref.data_ptr() != params[name].data_ptr()
