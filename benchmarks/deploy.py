@@ -70,13 +70,10 @@ BASELINE = ("FP16", "orin_agx")
 WORKLOAD = Workload(prompt_len=512, gen_len=128, batch=1)
 
 
-def external_report(spec_text: str) -> dict:
-    """The storage report of a library baseline's row in benchmarks/results/external.json."""
+def external_report(spec_text: str) -> dict | None:
+    """The storage report of a library baseline's row in benchmarks/results/external.json, if run."""
     d = json.loads(EXTERNAL.read_text(encoding="utf-8")) if EXTERNAL.is_file() else {"rows": []}
-    for r in d["rows"]:
-        if r.get("spec_text") == spec_text:
-            return r["storage"]
-    raise SystemExit(f"{EXTERNAL} has no {spec_text} row; run benchmarks/external.py (extras gptq, hqq) first")
+    return next((r["storage"] for r in d["rows"] if r.get("spec_text") == spec_text), None)
 
 
 def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
@@ -102,10 +99,12 @@ def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
             costs[label] = MethodCost.fp16()
             continue
         if m not in done:
-            if m.startswith("external:"):
-                rep = external_report(m.split(":", 1)[1])
+            rep = external_report(m.split(":", 1)[1]) if m.startswith("external:") else None
+            if rep is not None:
                 secs = "from external.json"
             else:
+                if m.startswith("external:"):  # not measured yet: same format as RTN4, say so in the label
+                    m, label = "rtn4", label + " (modelled: RTN4 storage)"
                 spec = parse_method(m)
                 qm = quantize_model(lm.model, spec)
                 rep = storage_report(lm.model, spec, qm)
@@ -264,11 +263,17 @@ def render(r: dict, costs: dict[str, MethodCost]) -> str:
         "paper's model sizes use those bits per weight scaled to their exact tensor counts (architectures from "
         "their HF configs, weights not needed; the outlier-index bits depend weakly on the row width, so this "
         "is approximate to a few hundredths of a bit). QMC is quantized with a 2-point clip search here: its "
-        "storage does not depend on the search (tested). The GPTQ/AWQ row is the storage report of llm-compressor's "
-        "GPTQ 4-bit group 128 on the embedded model (`benchmarks/results/external.json`; AWQ's measured bits are "
-        "the same): 4-bit codes, an FP16 scale and a 4-bit zero point per group, i.e. exactly RTN4's format, so "
-        "its deployment cost equals RTN4's; the two differ in accuracy, not in memory. Embeddings and head stay "
-        "FP16 except in the `+ emb/head` row.\n"
+        "storage does not depend on the search (tested). "
+        + (
+            "The GPTQ/AWQ row is modelled as RTN4's storage (4-bit codes, FP16 scale and 4-bit zero per group "
+            "of 128: the same format); run benchmarks/external.py to measure it. "
+            if any("modelled" in k for k in costs)
+            else "The GPTQ/AWQ row is the storage report of llm-compressor's GPTQ 4-bit group 128 on the "
+            "embedded model (`benchmarks/results/external.json`; AWQ's measured bits are the same): 4-bit codes, "
+            "an FP16 scale and a 4-bit zero point per group, i.e. exactly RTN4's format, so its deployment cost "
+            "equals RTN4's; the two differ in accuracy, not in memory. "
+        )
+        + "Embeddings and head stay FP16 except in the `+ emb/head` row.\n"
     )
     L.append(
         "Bits per quantized weight (embedded model): "
