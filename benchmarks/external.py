@@ -343,7 +343,10 @@ def render() -> None:
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in d["rows"]:
-        where = r["device"] or ("-" if r["spec"]["method"] == "fp" else "ideal memory")
+        dev = r["device"]
+        if isinstance(dev, dict):
+            dev = f"{dev['name']} ({dev['mean_cell_error_rate']:.1e} errors/cell)"
+        where = dev or ("-" if r["spec"]["method"] == "fp" else "ideal memory")
         ppl = f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else "")
         delta = f"{r['ppl_mean'] - fp:+.3f}" if fp is not None else ""
         qs = timing.get(r["method"], cost.get(r["method"], {}).get("quantize_seconds", r["quantize_seconds"]))
