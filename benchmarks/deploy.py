@@ -98,13 +98,13 @@ def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
         if m is None:
             costs[label] = MethodCost.fp16()
             continue
+        rep, secs = None, "from external.json"
+        if m.startswith("external:"):
+            rep = external_report(m.split(":", 1)[1])
+            if rep is None:  # not measured yet: the same format as RTN4, and the label says so
+                m, label = "rtn4", label + " (modelled: RTN4 storage)"
         if m not in done:
-            rep = external_report(m.split(":", 1)[1]) if m.startswith("external:") else None
-            if rep is not None:
-                secs = "from external.json"
-            else:
-                if m.startswith("external:"):  # not measured yet: same format as RTN4, say so in the label
-                    m, label = "rtn4", label + " (modelled: RTN4 storage)"
+            if rep is None:
                 spec = parse_method(m)
                 qm = quantize_model(lm.model, spec)
                 rep = storage_report(lm.model, spec, qm)

@@ -198,19 +198,25 @@ def main() -> None:
         )
         save()
     for spec_text in args.rows:
-        r = run_method(lm, _spec(spec_text, calib), ids, cfg)
-        r["spec_text"] = spec_text
+        r = ppl_row(lm, spec_text, calib, ids, cfg, t0)
         payload["rows"].append(r)
         payload["windows"] = r["eval"]["windows"]
         payload["windows_available"] = r["eval"]["windows_available"]
-        print(
-            f"{r['method']:34s} eff {r['effective_bits']:.3f}  PPL {r['ppl_mean']:.3f} ± {r['ppl_std']:.3f}"
-            f"  [{time.time() - t0:.0f}s]",
-            flush=True,
-        )
         save()
     save(done=True)
     render()
+
+
+def ppl_row(lm, spec_text: str, calib: dict, ids, cfg: EvalSettings, t0: float) -> dict:
+    """One perplexity row (quantize, then every seed), printed as it lands."""
+    r = run_method(lm, _spec(spec_text, calib), ids, cfg)
+    r["spec_text"] = spec_text
+    print(
+        f"{r['method']:34s} eff {r['effective_bits']:.3f}  PPL {r['ppl_mean']:.3f} ± {r['ppl_std']:.3f}"
+        f"  [{time.time() - t0:.0f}s]",
+        flush=True,
+    )
+    return r
 
 
 def append_rows(args) -> None:
@@ -234,14 +240,7 @@ def append_rows(args) -> None:
         }
     )
     for spec_text in args.rows:
-        r = run_method(lm, _spec(spec_text, calib), ids, cfg)
-        r["spec_text"] = spec_text
-        d["rows"].append(r)
-        print(
-            f"{r['method']:34s} eff {r['effective_bits']:.3f}  PPL {r['ppl_mean']:.3f} ± {r['ppl_std']:.3f}"
-            f"  [{time.time() - t0:.0f}s]",
-            flush=True,
-        )
+        d["rows"].append(ppl_row(lm, spec_text, calib, ids, cfg, t0))
         write_json(OUT_JSON, d)
     render()
 
@@ -297,6 +296,8 @@ def render() -> None:
     for a in d.get("appended", []):
         mm = f", glibc mmap threshold {a['malloc_mmap_threshold']}" if a.get("malloc_mmap_threshold") else ""
         lines.insert(-1, f"- `{a['command']}` ({a['date']}{mm}): {', '.join(a['rows'])}")
+    if d.get("appended"):
+        lines.insert(-1, "")
     if calib:
         ov = ", ".join(f"{k} {v:.2e}" for k, v in d["calibration_overlap_13gram"].items())
         lines.append(

@@ -99,6 +99,7 @@ def check_device(device: str) -> torch.device:
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are: inputs built on the CPU are moved there before each forward pass."""
     return next(model.parameters()).device
 
 

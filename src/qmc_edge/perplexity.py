@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import QMCError
+from .model_io import model_device
 
 WIKITEXT_REL = Path("shared/data/wikitext-2-raw/wiki.test.raw")
 
@@ -136,7 +137,7 @@ def perplexity(
         raise QMCError(f"text has {ids.numel()} tokens, fewer than one window of {context}; lower --context")
     n = available if not max_windows else min(max_windows, available)
     total_nll, total_tok = 0.0, 0
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     t0 = time.perf_counter()
     for i in range(n):
         chunk = ids[i * body : (i + 1) * body]

@@ -12,6 +12,7 @@ import torch
 
 from .errors import QMCError
 from .methods import CALIBRATED, MethodSpec
+from .model_io import model_device
 from .qtensor import QuantizedTensor
 
 FP16_BITS = 16
@@ -93,7 +94,7 @@ def quantize_model(
     params = dict(model.named_parameters(remove_duplicate=False))
     names = target_weights(model, spec.quantize_embeddings)
     if spec.method in CALIBRATED:
-        if next(model.parameters()).device.type != "cpu":
+        if model_device(model).type != "cpu":
             raise QMCError(f"{spec.method} runs its calibration on the CPU here; load the model with --device cpu")
         return _quantize_calibrated(model, spec, names, progress, tokenizer)
     t0 = time.perf_counter()
