@@ -33,7 +33,7 @@ import torch
 
 from qmc_edge.experiment import EvalSettings, run_method
 from qmc_edge.jsonio import write_json
-from qmc_edge.methods import CALIBRATED, parse_method
+from qmc_edge.methods import parse_method
 from qmc_edge.model_io import load_model
 from qmc_edge.perplexity import bos_for, load_text, tokenize
 from qmc_edge.quantize_model import quantize_model, storage_report
@@ -67,7 +67,7 @@ def _status_kb(field: str) -> int:
 def _spec(text: str, calib: dict):
     """The method, with this run's calibration size when it calibrates."""
     spec = parse_method(text)
-    return parse_method(text, **calib) if spec.method in CALIBRATED else spec
+    return parse_method(text, **calib) if spec.calibrated else spec
 
 
 def measure_quantize(lm, spec_text: str, calib: dict) -> dict:

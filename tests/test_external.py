@@ -134,3 +134,69 @@ def test_calibrated_method_through_quantize_model(tiny_lm):
     name = next(iter(qm.tensors))
     assert ideal.tensors[name].code_memory == "dram"
     assert torch.equal(ideal.tensors[name].inliers.codes, qm.tensors[name].inliers.codes)
+
+
+# ---------------------------------------------------------------- QMC+GPTQ against the library's solver
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_gptq_solver_matches_llm_compressor(bits):
+    """Our GPTQ solver (qmc_edge.gptq, which adds outliers) equals llm-compressor's on the same weight,
+    Hessian and grid when there are no outliers: same codes, same dequantized weight."""
+    pytest.importorskip("llmcompressor")
+    from compressed_tensors.quantization import QuantizationArgs
+    from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
+    from test_gptq import _hessian
+    from test_quantizers import heavy_tailed
+
+    from qmc_edge.external.llmc import weight_args
+    from qmc_edge.gptq import gptq_round
+    from qmc_edge.uniform import quantize_uniform
+
+    w, h = heavy_tailed(40, 200, bits), _hessian(200, bits)  # a partial last group, as SmolLM2's 576 columns
+    grid = quantize_uniform(w, bits, 128)
+    codes, ocodes, info = gptq_round(w, h, grid)
+    ours = grid.dequantize(codes)
+    half = 2 ** (bits - 1)  # the library's codes are signed: ours - 2**(b-1), zero points likewise
+    lib, _, fallback = quantize_weight(
+        w[None].clone(),
+        h[None].clone(),
+        grid.scale[None].clone(),
+        (grid.zero - half).to(torch.int8)[None],
+        None,
+        QuantizationArgs(**weight_args(bits, 128), actorder="static"),  # the GPTQModifier default
+    )
+    assert not bool(fallback[0]) and info["hessian_ok"] and not ocodes.any()
+    lib_codes = torch.round(lib[0] / grid.scale[:, torch.arange(200) // 128]) + grid.zero[:, torch.arange(200) // 128]
+    assert torch.equal(codes.float(), lib_codes)
+    torch.testing.assert_close(ours, lib[0], rtol=0, atol=1e-7)
+
+
+def test_qmc_gptq_pipeline_equals_llm_compressor_gptq_without_outliers(tiny_lm):
+    """The whole block-by-block pipeline (inputs, Hessians, order, solver), run with rho = 0 on the
+    library observer's min-max grid, gives llm-compressor's GPTQ codes exactly, layer for layer."""
+    pytest.importorskip("llmcompressor")
+    from qmc_edge.external.llmc import from_library_model, run_oneshot
+    from qmc_edge.gptq import gptq_round, quantize_model_gptq
+    from qmc_edge.qtensor import QuantizedTensor
+    from qmc_edge.uniform import UniformCodes
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    names, bits, g = target_weights(model), 3, 48
+    calib = _tiny_calibration(tok)
+    lib, _, _ = from_library_model(model, run_oneshot(copy.deepcopy(model), tok, "gptq", bits, g, calib), names, bits)
+
+    def minmax_gptq(w, h):  # llm-compressor's min-max observer: range includes 0, fp32 scale, integer zero
+        out, inf = w.shape
+        n = -(-inf // g)
+        wp = torch.nn.functional.pad(w, (0, n * g - inf)).reshape(out, n, g)
+        lo, hi = wp.amin(2).clamp(max=0), wp.amax(2).clamp(min=0)
+        scale = (hi - lo) / (2**bits - 1)
+        grid = UniformCodes(torch.zeros(0), scale, torch.round(-lo / scale).clamp(0, 2**bits - 1), bits, g)
+        grid.codes, _, info = gptq_round(w, h, grid)
+        return QuantizedTensor(shape=(out, inf), inliers=grid), info
+
+    ours, _ = quantize_model_gptq(model, names, minmax_gptq, calib.samples)
+    for n in names:
+        assert torch.equal(ours[n].inliers.scale, lib[n].inliers.scale), n
+        assert torch.equal(ours[n].inliers.codes, lib[n].inliers.codes), n

@@ -205,7 +205,7 @@ def test_storage_bits_by_hand():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_parses_and_quantizes(preset):
     spec = parse_method(preset)
-    if spec.method in ("fp", "gptq", "awq"):  # no quantization / whole-model (tests/test_external.py)
+    if spec.method == "fp" or spec.calibrated:  # no quantization / whole-model (test_external.py, test_gptq.py)
         with pytest.raises(ValueError, match="tensor by tensor" if spec.method != "fp" else "does not quantize"):
             spec.quantize_tensor(heavy_tailed(16, 128, 1))
         return

@@ -35,12 +35,15 @@ class MethodSpec(BaseModel):
     outlier_bits: int = Field(8, description="bits per outlier code in MRAM (qmc)")
     n_clip: int = Field(20, description="clipping ratios searched per group (qmc)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search (qmc)")
+    rounding: Literal["nearest", "gptq"] = Field(
+        "nearest", description="how qmc rounds inliers: to nearest, or GPTQ's error compensation (needs calibration)"
+    )
     ideal_memory: bool = Field(False, description="error-free cells of the same size (ablation)")
     mram_ber: float = Field(0.0, description="MRAM bit error rate per read")
     quantize_embeddings: bool = Field(False, description="also quantize embeddings and output head")
     reram: bool = Field(False, description="codes in multi-level ReRAM, scales in MRAM (gptq, awq, hqq)")
-    calib_samples: int = Field(64, description="calibration windows (gptq, awq)")
-    calib_len: int = Field(512, description="tokens per calibration window (gptq, awq)")
+    calib_samples: int = Field(64, description="calibration windows (gptq, awq, qmc with rounding=gptq)")
+    calib_len: int = Field(512, description="tokens per calibration window (gptq, awq, qmc with rounding=gptq)")
     label: str | None = None
 
     @model_validator(mode="after")
@@ -61,6 +64,10 @@ class MethodSpec(BaseModel):
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
         if self.quantize_embeddings and self.method in CALIBRATED:
             raise ValueError(f"{self.method} quantizes decoder Linear layers only; drop quantize_embeddings")
+        if self.rounding != "nearest" and self.method != "qmc":
+            raise ValueError(f"rounding={self.rounding} applies to qmc; use the {self.rounding} method itself")
+        if self.rounding == "gptq" and self.quantize_embeddings:
+            raise ValueError("qmc with rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
         if self.reram and self.method not in EXTERNAL:
             raise ValueError(f"reram applies to {', '.join(EXTERNAL)}; use emem for RTN codes in ReRAM")
         if self.calib_samples < 1 or self.calib_len < 2:
@@ -89,7 +96,13 @@ class MethodSpec(BaseModel):
         if m == "emem":
             return f"eMEM-naive {self.bits}b {g} @{self.cell_bits}b/cell{ideal}"
         na = "" if self.noise_aware else " no-NA"
-        return f"QMC {self.bits}b {g} rho={self.rho:g} @{self.cell_bits}b/cell{na}{ideal}"
+        qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
+        return f"{qmc} {self.bits}b {g} rho={self.rho:g} @{self.cell_bits}b/cell{na}{ideal}"
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the method reads calibration text (and so needs the tokenizer)."""
+        return self.method in CALIBRATED or self.rounding == "gptq"
 
     @property
     def uses_reram(self) -> bool:
@@ -120,7 +133,7 @@ class MethodSpec(BaseModel):
             from .external.hqq_adapter import quantize_hqq
 
             return self.place(quantize_hqq(w, self.bits, g))
-        if self.method == "qmc":
+        if self.method == "qmc" and self.rounding == "nearest":
             return quantize_qmc(
                 w,
                 self.bits,
@@ -131,7 +144,7 @@ class MethodSpec(BaseModel):
                 n_clip=self.n_clip,
                 noise_aware=self.noise_aware,
             )
-        raise ValueError(f"method {self.method!r} does not quantize tensor by tensor")
+        raise ValueError(f"method {self.name!r} does not quantize tensor by tensor (it needs the whole model)")
 
     def place(self, qt: QuantizedTensor) -> QuantizedTensor:
         """Put a library baseline's codes where this spec says: ideal memory, or ReRAM with the
@@ -154,6 +167,8 @@ PRESETS: dict[str, str] = {
     "qmc3": "qmc:bits=3,cell_bits=3,rho=0.01",
     "qmc2": "qmc:bits=2,cell_bits=2,rho=0.01",
     "qmc4": "qmc:bits=4,cell_bits=2,rho=0.01",
+    "qmc3-gptq": "qmc:bits=3,cell_bits=3,rho=0.01,rounding=gptq",
+    "qmc2-gptq": "qmc:bits=2,cell_bits=2,rho=0.01,rounding=gptq",
     "gptq4": "gptq:bits=4",
     "gptq3": "gptq:bits=3",
     "awq4": "awq:bits=4",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .errors import QMCError
-from .methods import CALIBRATED, MethodSpec
+from .methods import MethodSpec
 from .model_io import model_device
 from .qtensor import QuantizedTensor
 
@@ -93,9 +93,11 @@ def quantize_model(
         return None
     params = dict(model.named_parameters(remove_duplicate=False))
     names = target_weights(model, spec.quantize_embeddings)
-    if spec.method in CALIBRATED:
+    if spec.calibrated:
         if model_device(model).type != "cpu":
-            raise QMCError(f"{spec.method} runs its calibration on the CPU here; load the model with --device cpu")
+            raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
+        if spec.method == "qmc":
+            return _quantize_qmc_gptq(model, spec, names, progress, tokenizer)
         return _quantize_calibrated(model, spec, names, progress, tokenizer)
     t0 = time.perf_counter()
     tensors: dict[str, QuantizedTensor] = {}
@@ -119,6 +121,30 @@ def _quantize_calibrated(model, spec, names, progress, tokenizer) -> QuantizedMo
     placed = {n: spec.place(replace(qt)) for n, qt in tensors.items()}  # shallow copies: the cache stays ideal
     reference = {n: params[n].detach().clone() for n in [*names, *overrides]}
     return QuantizedModel(spec, placed, seconds, reference, overrides, info)
+
+
+def _quantize_qmc_gptq(model, spec, names, progress, tokenizer, calib=None) -> QuantizedModel:
+    from .external.calibration import calibration_set
+    from .gptq import quantize_model_gptq, quantize_qmc_gptq_tensor
+
+    if calib is None:
+        if tokenizer is None:
+            raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
+        calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
+    device = spec.device()
+
+    def one(w: torch.Tensor, hessian: torch.Tensor):
+        g = spec.group_size or None
+        return quantize_qmc_gptq_tensor(
+            w, hessian, spec.bits, device, spec.rho, g, spec.outlier_bits, spec.n_clip, spec.noise_aware
+        )
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    reference = {n: params[n].detach().clone() for n in names}
+    t0 = time.perf_counter()
+    tensors, info = quantize_model_gptq(model, names, one, calib.samples, progress)
+    info["calibration"] = calib.describe()
+    return QuantizedModel(spec, tensors, time.perf_counter() - t0, reference, info=info)
 
 
 def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel | None) -> dict:

@@ -1,0 +1,250 @@
+"""QMC with GPTQ rounding of the inliers ("QMC+GPTQ"): QMC's outlier split and its noise-aware group
+ranges, then GPTQ's rounding (Frantar et al., ICLR 2023, arXiv:2210.17323) instead of round-to-nearest.
+
+GPTQ rounds a layer's weight one input column at a time and spreads each column's rounding error over
+the columns not yet rounded, weighted by the inverse Hessian ``H = 2 X Xᵀ`` of the layer's inputs, so
+that the layer's *output* on calibration text stays close rather than each weight. Here the outliers
+take part in that as what they are: entries rounded to their own 8-bit MRAM grid (nearly exact), whose
+small error is compensated like any other; the inliers are rounded on the (row, group) grid that QMC's
+clipping search chose on the original weights (static groups, as llm-compressor's default).
+
+Why it is written here rather than taken from a library: the GPTQ implementations people use
+(llm-compressor, GPTQModel, AutoGPTQ) round every entry of a column on one grid; none keeps a chosen
+set of entries in a second precision or takes externally chosen ranges. The solver follows
+llm-compressor 0.14's (float32, columns in order of decreasing input energy with static groups, lazy
+updates in blocks of 128 columns, dampening by 1% of the mean Hessian diagonal, inputs that never fire
+zeroed, round-to-nearest where the Hessian is not positive definite). Inputs are collected block by
+block with the earlier blocks already quantized, as the library's sequential pipeline does, on the
+library baselines' calibration windows (:mod:`qmc_edge.external.calibration`). Run with no outliers
+on the library's min-max grid, the whole pipeline gives llm-compressor's GPTQ codes exactly
+(tests/test_external.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .cells import code_error_moments
+from .errors import QMCError
+from .qmc import outlier_positions, quantize_outliers
+from .qtensor import OutlierTable, QuantizedTensor
+from .uniform import UniformCodes, clip_grid, quantize_uniform
+
+BLOCK = 128  # columns per lazy update (llm-compressor's and the GPTQ paper's default)
+DAMP = 0.01  # dampening, share of the mean Hessian diagonal
+
+
+def inverse_hessian_factor(h: torch.Tensor, w: torch.Tensor, damp: float = DAMP) -> tuple[torch.Tensor, bool]:
+    """(upper Cholesky factor of the dampened inverse Hessian, whether it exists). Columns whose input
+    never fires are zeroed in ``w`` (in place); without a factor the caller rounds to nearest."""
+    h = h.clone().float()
+    diag = h.diagonal()
+    dead = diag == 0
+    diag[dead] = 1.0
+    w[:, dead] = 0.0
+    diag += damp * diag.mean()
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) != 0:
+        return torch.eye(h.shape[0]), False
+    return torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True), True
+
+
+def gptq_round(
+    w: torch.Tensor,
+    hessian: torch.Tensor,
+    grid: UniformCodes,
+    outlier_mask: torch.Tensor | None = None,
+    outlier_scale: float = 1.0,
+    outlier_bits: int = 8,
+    block: int = BLOCK,
+    damp: float = DAMP,
+    act_order: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Round ``w`` (out, in) with GPTQ on ``grid``'s scales and zero points.
+
+    Entries in ``outlier_mask`` are rounded to symmetric ``outlier_bits`` codes of ``outlier_scale``.
+    ``act_order``: columns are rounded in order of decreasing input energy (the Hessian's diagonal),
+    each still on its own group's grid (llm-compressor's default, "static" ordering).
+
+    Returns (inlier codes, uint8, outlier slots holding the zero-point code; outlier codes, int16,
+    (out, in), zero elsewhere; info with the GPTQ loss and whether the Hessian was usable).
+    """
+    rows, cols = w.shape
+    W = w.detach().clone().float()
+    H = hessian.float()
+    gidx = torch.arange(cols) // grid.group_size
+    out_m = torch.zeros(rows, cols, dtype=torch.bool) if outlier_mask is None else outlier_mask
+    perm = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(cols)
+    W, H, gidx, out_m = W[:, perm], H[perm][:, perm], gidx[perm], out_m[:, perm]
+    U, ok = inverse_hessian_factor(H, W, damp)
+    maxq = 2**grid.bits - 1
+    omax = 2 ** (outlier_bits - 1) - 1
+    scale, zero = grid.scale[:, gidx], grid.zero[:, gidx]  # (out, in), per (permuted) column
+    codes = torch.empty(rows, cols)
+    ocodes = torch.zeros(rows, cols)
+    loss = torch.zeros(rows)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for j in range(i2 - i1):
+            c = i1 + j
+            x = W1[:, j]
+            s, z = scale[:, c], zero[:, c]
+            # The library's order of operations (clamp(round(x / s + z))), so ties round alike.
+            q = torch.clamp(torch.round(x / s + z), 0, maxq)
+            o = torch.clamp(torch.round(x / outlier_scale), -omax, omax)
+            m = out_m[:, c]
+            qv = torch.where(m, o * outlier_scale, (q - z) * s)
+            codes[:, c] = torch.where(m, z, q)
+            ocodes[:, c] = torch.where(m, o, 0.0)
+            err = (x - qv) / U1[j, j]
+            loss += err * err / 2
+            W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
+            Err1[:, j] = err
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    info = {"gptq_loss": float(loss.sum()), "hessian_ok": ok}
+    inv = torch.argsort(perm)
+    return codes[:, inv].to(torch.uint8), ocodes[:, inv].to(torch.int16), info
+
+
+def quantize_qmc_gptq_tensor(
+    w: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    device,
+    rho: float = 0.01,
+    group_size: int | None = 128,
+    outlier_bits: int = 8,
+    n_clip: int = 20,
+    noise_aware: bool = True,
+) -> tuple[QuantizedTensor, dict]:
+    """One weight: QMC's split and ranges (exactly as :func:`qmc_edge.qmc.quantize_qmc`), GPTQ's rounding."""
+    w = w.detach().float()
+    idx = outlier_positions(w, rho)
+    inlier = torch.ones(w.numel(), dtype=torch.bool)
+    inlier[idx] = False
+    inlier = inlier.reshape(w.shape)
+    moments = code_error_moments(bits, device) if noise_aware and not device.is_ideal else None
+    grid = quantize_uniform(w, bits, group_size, inlier_mask=inlier, clip_ratios=clip_grid(n_clip), moments=moments)
+    _, oscale = quantize_outliers(w.reshape(-1)[idx], outlier_bits)
+    codes, ocodes, info = gptq_round(w, hessian, grid, ~inlier, oscale, outlier_bits)
+    grid.codes = codes
+    qt = QuantizedTensor(
+        shape=tuple(w.shape),
+        inliers=grid,
+        code_memory="reram",
+        cell_bits=device.bits_per_cell,
+        meta_memory="mram",
+        outliers=OutlierTable(index=idx, codes=ocodes.reshape(-1)[idx], scale=oscale, bits=outlier_bits),
+    )
+    return qt, info
+
+
+# ---------------------------------------------------------------- whole model, layer by layer
+
+
+class _Stop(Exception):
+    pass
+
+
+def decoder_layers(model: torch.nn.Module, names: list[str]) -> tuple[str, torch.nn.ModuleList]:
+    """(prefix, the ModuleList of decoder blocks) that holds every weight in ``names``."""
+    best: tuple[str, torch.nn.ModuleList] | None = None
+    for mname, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) and (best is None or len(mod) > len(best[1])):
+            best = (mname, mod)
+    if best is None:
+        raise QMCError("QMC+GPTQ needs a model with a list of decoder blocks (model.layers); none found")
+    outside = [n for n in names if not n.startswith(best[0] + ".")]
+    if outside:
+        raise QMCError(f"QMC+GPTQ quantizes decoder-block Linear layers only; {outside[0]} is outside {best[0]}")
+    return best
+
+
+def _first_block_inputs(model, first: torch.nn.Module, samples) -> list[tuple[torch.Tensor, dict]]:
+    """(hidden states, keyword arguments) with which the model calls its first block, per sample."""
+    caught: list[tuple[torch.Tensor, dict]] = []
+
+    def hook(_mod, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        caught.append((hidden.detach(), {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+        raise _Stop
+
+    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for s in samples:
+            try:
+                model(input_ids=torch.tensor([s]), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return caught
+
+
+def _run_block(block: torch.nn.Module, inputs) -> list[tuple[torch.Tensor, dict]]:
+    out = []
+    for hidden, kw in inputs:
+        h = block(hidden, **kw)
+        out.append((h[0] if isinstance(h, tuple) else h, kw))
+    return out
+
+
+def quantize_model_gptq(
+    model: torch.nn.Module,
+    names: list[str],
+    quantize_one: Callable[[torch.Tensor, torch.Tensor], tuple[QuantizedTensor, dict]],
+    samples,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, QuantizedTensor], dict]:
+    """Quantize ``names`` block by block: each block's Linear inputs are collected with the earlier
+    blocks already quantized, its weights quantized with ``quantize_one(weight, hessian)``, and its
+    outputs recomputed with the quantized weights for the next block. ``model`` is unchanged after."""
+    prefix, blocks = decoder_layers(model, names)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    modules = dict(model.named_modules())
+    saved = {n: params[n].detach().clone() for n in names}
+    tensors: dict[str, QuantizedTensor] = {}
+    losses: dict[str, float] = {}
+    fallback: list[str] = []
+    try:
+        with torch.no_grad():
+            inputs = _first_block_inputs(model, blocks[0], samples)
+            for b, block in enumerate(blocks):
+                mine = [n for n in names if n.startswith(f"{prefix}.{b}.")]
+                sums: dict[str, torch.Tensor] = {}
+                hooks = []
+                for n in mine:
+
+                    def acc(_m, args, _out, n=n, sums=sums):
+                        x = args[0].reshape(-1, args[0].shape[-1]).float()
+                        sums[n] = sums.get(n, 0) + x.T @ x
+
+                    hooks.append(modules[n.removesuffix(".weight")].register_forward_hook(acc))
+                try:
+                    _run_block(block, inputs)
+                finally:
+                    for h in hooks:
+                        h.remove()
+                for n in mine:
+                    qt, info = quantize_one(params[n].detach(), 2 * sums.pop(n) / len(samples))
+                    tensors[n] = qt
+                    losses[n] = info["gptq_loss"]
+                    if not info["hessian_ok"]:
+                        fallback.append(n)
+                    params[n].copy_(qt.dequantize().to(params[n].dtype))
+                    if progress:
+                        progress(len(tensors), len(names))
+                inputs = _run_block(block, inputs)
+    finally:
+        with torch.no_grad():
+            for n, w in saved.items():
+                params[n].copy_(w)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise QMCError(f"QMC+GPTQ saw no input for {missing[0]}; is it used in its block's forward pass?")
+    return {n: tensors[n] for n in names}, {"gptq_loss": losses, "nearest_rounding_fallback": fallback}

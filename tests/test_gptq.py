@@ -1,0 +1,120 @@
+"""QMC+GPTQ: QMC's outlier split and ranges with GPTQ's rounding. What must hold: the split and the
+grid are QMC's own, codes stay in their bit widths, with an uninformative Hessian GPTQ is plain
+rounding, with a real one it lowers the error GPTQ minimises, and the model is left as it was.
+(Parity with llm-compressor's GPTQ solver is in tests/test_external.py, where the library is.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import synthetic_text
+from test_quantizers import heavy_tailed
+
+from qmc_edge.devices import reram
+from qmc_edge.errors import QMCError
+from qmc_edge.external.calibration import CalibrationSet
+from qmc_edge.gptq import gptq_round, quantize_qmc_gptq_tensor
+from qmc_edge.methods import parse_method
+from qmc_edge.qmc import quantize_qmc
+from qmc_edge.quantize_model import _quantize_qmc_gptq, quantize_model, storage_report, target_weights
+from qmc_edge.uniform import clip_grid, quantize_uniform
+
+
+def _calib(tokenizer, n: int = 8, seq_len: int = 48) -> CalibrationSet:
+    ids = tokenizer(synthetic_text(seed=1), add_special_tokens=False)["input_ids"]
+    return CalibrationSet(tuple(tuple(ids[i * seq_len : (i + 1) * seq_len]) for i in range(n)), "synthetic", 0)
+
+
+def _hessian(inf: int, seed: int, n: int = 400) -> torch.Tensor:
+    """2 X Xᵀ / n of correlated inputs (a shared factor plus noise), like a layer's activations."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g) @ torch.randn(8, inf, generator=g) + 0.3 * torch.randn(n, inf, generator=g)
+    return 2 * x.T @ x / n
+
+
+def _hessian_error(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> float:
+    d = (w - q).double()
+    return float(torch.einsum("ri,ij,rj->", d, h.double(), d))
+
+
+def test_split_and_grid_are_qmcs_and_codes_in_range():
+    w = heavy_tailed(24, 200, 3)  # 200 columns: a full group of 128 and a partial one of 72
+    dev = reram(3)
+    qt, info = quantize_qmc_gptq_tensor(w, _hessian(200, 0), 3, dev, rho=0.02)
+    ref = quantize_qmc(w, 3, dev, rho=0.02)
+    assert info["hessian_ok"]
+    assert torch.equal(qt.outliers.index, ref.outliers.index) and qt.outliers.scale == ref.outliers.scale
+    assert torch.equal(qt.inliers.scale, ref.inliers.scale) and torch.equal(qt.inliers.zero, ref.inliers.zero)
+    assert int(qt.inliers.codes.max()) <= 7 and int(qt.outliers.codes.abs().max()) <= 127
+    # outlier slots in the dense array hold the zero-point code, as in QMC
+    gz = qt.inliers.zero[:, torch.arange(200) // 128].reshape(-1)
+    assert torch.equal(qt.inliers.codes.reshape(-1)[qt.outliers.index].float(), gz[qt.outliers.index])
+    assert qt.storage().components == ref.storage().components  # same format, same bits
+    # GPTQ moved codes (it is not plain rounding on this Hessian) ...
+    assert not torch.equal(qt.inliers.codes, ref.inliers.codes)
+
+
+def test_identity_hessian_gives_nearest_rounding():
+    """With H = I no column's error can be compensated by another: GPTQ reduces to rounding."""
+    w = heavy_tailed(16, 160, 5)
+    inl = torch.ones_like(w, dtype=torch.bool)
+    grid = quantize_uniform(w, 3, 64, clip_ratios=clip_grid(5))
+    codes, ocodes, info = gptq_round(w, torch.eye(160), grid, ~inl)
+    assert torch.equal(codes, grid.codes) and not ocodes.any() and info["hessian_ok"]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_gptq_lowers_the_output_error_it_minimises(bits):
+    w, h = heavy_tailed(32, 192, bits), _hessian(192, bits)
+    dev = reram(3)
+    qt, _ = quantize_qmc_gptq_tensor(w, h, bits, dev, rho=0.01, group_size=64)
+    near = quantize_qmc(w, bits, dev, rho=0.01, group_size=64)
+    assert _hessian_error(w, qt.dequantize(), h) < 0.8 * _hessian_error(w, near.dequantize(), h)
+
+
+def test_not_positive_definite_falls_back_to_rounding():
+    w = heavy_tailed(8, 64, 1)
+    grid = quantize_uniform(w, 4, 32)
+    codes, _, info = gptq_round(w, -torch.eye(64), grid)
+    assert not info["hessian_ok"] and torch.equal(codes, grid.codes)
+
+
+def test_whole_model_block_by_block(tiny_lm):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    spec = parse_method("qmc3-gptq:group_size=32")
+    assert spec.calibrated and spec.name == "QMC+GPTQ 3b g32 rho=0.01 @3b/cell"
+    names = target_weights(model)
+    calib = _calib(tok)
+    qm = _quantize_qmc_gptq(model, spec, names, None, tok, calib)
+    assert list(qm.tensors) == names and not qm.info["nearest_rounding_fallback"]
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # model restored
+    again = _quantize_qmc_gptq(model, spec, names, None, tok, calib)  # deterministic
+    assert all(torch.equal(qm.tensors[n].inliers.codes, again.tensors[n].inliers.codes) for n in names)
+    # Same storage as QMC with nearest rounding: only the choice of codes differs.
+    near = quantize_model(model, parse_method("qmc3:group_size=32"))
+    assert storage_report(model, spec, qm) == storage_report(model, near.spec, near)
+    # It pays where GPTQ says it should: the model's outputs on unseen text move less than with nearest
+    # rounding (same split, same ranges, ideal reads to isolate the rounding).
+    ids = torch.tensor([tok(synthetic_text(30, seed=7), add_special_tokens=False)["input_ids"][:96]])
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        ref = model(ids).logits
+        errs = []
+        for q in (qm, near):
+            for n, t in q.tensors.items():
+                params[n].copy_(t.dequantize())  # an error-free read
+            errs.append(float((model(ids).logits - ref).pow(2).mean()))
+            q.restore(model)
+    assert errs[0] < errs[1]
+
+
+def test_needs_tokenizer_and_rejects_bad_options(tiny_lm):
+    with pytest.raises(QMCError, match="tokenizer"):
+        quantize_model(tiny_lm.model, parse_method("qmc3-gptq"))
+    with pytest.raises(ValueError, match="rounding=gptq applies to qmc"):
+        parse_method("rtn:rounding=gptq")
+    with pytest.raises(ValueError, match="quantize_embeddings"):
+        parse_method("qmc3-gptq:quantize_embeddings=true")
+    with pytest.raises(ValueError, match="tensor by tensor"):
+        parse_method("qmc3-gptq").quantize_tensor(heavy_tailed(4, 32, 0))
