@@ -118,3 +118,11 @@ def test_needs_tokenizer_and_rejects_bad_options(tiny_lm):
         parse_method("qmc3-gptq:quantize_embeddings=true")
     with pytest.raises(ValueError, match="tensor by tensor"):
         parse_method("qmc3-gptq").quantize_tensor(heavy_tailed(4, 32, 0))
+
+
+def test_missing_calibration_text_names_the_extra(monkeypatch, tiny_lm):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now fails as if not installed
+    with pytest.raises(QMCError, match=r"pip install 'qmc-edge\[calibration\]'"):
+        quantize_model(tiny_lm.model, parse_method("qmc3-gptq"), tokenizer=tiny_lm.tokenizer)

@@ -55,8 +55,8 @@ def enwiki_path() -> Path:
         import gensim  # type: ignore[import-not-found]
     except ImportError:
         raise QMCError(
-            "GPTQ/AWQ calibration text comes from gensim's Wikipedia excerpt; "
-            "pip install 'qmc-edge[gptq]' (or pip install gensim)"
+            "calibration text (GPTQ, AWQ, QMC+GPTQ) comes from gensim's Wikipedia excerpt; "
+            "pip install 'qmc-edge[calibration]' (or pip install gensim)"
         ) from None
     p = Path(gensim.__file__).parent / "test" / "test_data" / ENWIKI_FILE
     if not p.is_file():
@@ -67,10 +67,11 @@ def enwiki_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def calibration_text() -> str:
     """Plain text of the Wikipedia excerpt: one article per paragraph, redirects and stubs dropped."""
+    path = enwiki_path()  # first: it names the extra when gensim is missing
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki  # type: ignore[import-not-found]
 
     parts = []
-    with bz2.BZ2File(enwiki_path()) as fh:
+    with bz2.BZ2File(path) as fh:
         for title, raw, _pid in extract_pages(fh):
             text = filter_wiki(raw)
             if len(text) < MIN_ARTICLE_CHARS or text.lstrip().upper().startswith("#REDIRECT"):
