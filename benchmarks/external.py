@@ -1,10 +1,12 @@
-"""GPTQ, AWQ (llm-compressor) and HQQ (hqq) against RTN and QMC on the embedded model: quantization
+"""GPTQ, AWQ (llm-compressor) and HQQ (hqq) against RTN, QMC and QMC+GPTQ on the embedded model: quantization
 cost side by side, then WikiText-2 perplexity in ideal memory and with the codes in noisy ReRAM.
 Writes benchmarks/results/external.json and benchmarks/external.md.
 
     python benchmarks/external.py                  # 20 windows of 2048, 3 seeds, 64 x 512 calibration tokens
     python benchmarks/external.py --windows 40     # more windows (about 4 s per window, row and seed here)
     python benchmarks/external.py --render-only    # rewrite external.md from the JSON
+    python benchmarks/external.py --append --rows qmc3-gptq          # add perplexity rows to the JSON
+    python benchmarks/external.py --cost-append --cost-rows qmc3-gptq  # add cost rows (same allocator setting)
 
 Needs the extras: pip install 'qmc-edge[gptq,hqq]'. Every row is evaluated on the same windows and
 the noisy rows on the same seeds as QMC.
@@ -41,7 +43,7 @@ from qmc_edge.quantize_model import quantize_model, storage_report
 HERE = Path(__file__).resolve().parent
 OUT_JSON = HERE / "results" / "external.json"
 OUT_MD = HERE / "external.md"
-COST_ROWS = ["rtn4", "rtn3", "qmc3", "gptq4", "gptq3", "awq4", "awq3", "hqq4", "hqq3"]
+COST_ROWS = ["rtn4", "rtn3", "qmc3", "qmc3-gptq", "gptq4", "gptq3", "awq4", "awq3", "hqq4", "hqq3"]
 PPL_ROWS = [
     "fp",
     "rtn3",
@@ -49,6 +51,7 @@ PPL_ROWS = [
     "awq3",
     "hqq3",
     "qmc3",
+    "qmc3-gptq",
     "emem3",
     "emem-gptq3",
     "emem-awq3",
@@ -136,6 +139,11 @@ def main() -> None:
         help="evaluate --rows and add them to the existing JSON (same windows; cost table kept)",
     )
     ap.add_argument(
+        "--cost-append",
+        action="store_true",
+        help="measure --cost-rows in a new process and add them to the existing cost table (marked as such)",
+    )
+    ap.add_argument(
         "--timing-pass",
         action="store_true",
         help="time the cost rows again with glibc's default allocator settings, add them to the JSON",
@@ -149,6 +157,9 @@ def main() -> None:
         return
     if args.append:
         append_rows(args)
+        return
+    if args.cost_append:
+        cost_append(args)
         return
     torch.set_num_threads(args.threads)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +256,32 @@ def append_rows(args) -> None:
     render()
 
 
+def cost_append(args) -> None:
+    """Cost rows for methods added after the first run, measured as main() measures them (after an
+    untimed warm-up, same calibration size) but in a process of their own; the row says so."""
+    d = json.loads(OUT_JSON.read_text(encoding="utf-8"))
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != d.get("malloc_mmap_threshold"):
+        raise SystemExit(
+            f"the cost table was measured with MALLOC_MMAP_THRESHOLD_={d.get('malloc_mmap_threshold')}; set the same"
+        )
+    torch.set_num_threads(args.threads)
+    calib = {"calib_samples": args.calib_samples, "calib_len": args.calib_len}
+    lm = load_model(None)
+    measure_quantize(lm, "rtn4", calib)  # warm-up, as in main()
+    run = {
+        "command": "python benchmarks/external.py " + " ".join(sys.argv[1:]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_start": os.getloadavg(),
+    }
+    for spec_text in args.cost_rows:
+        row = measure_quantize(lm, spec_text, calib)
+        row["separate_run"] = run
+        d["cost"] = [c for c in d["cost"] if c["method"] != row["method"]] + [row]
+        print(f"{row['method']:34s} quantize {row['quantize_seconds']:7.1f} s  peak +{row['peak_increase_MB']:7.0f} MB")
+        write_json(OUT_JSON, d)
+    render()
+
+
 def timing_pass(args) -> None:
     """Wall times of the cost rows with the allocator as users run it (no fixed mmap threshold, which
     makes allocation-heavy code pay a page fault per large tensor: QMC 3b took 122 s with it, 32 s
@@ -329,13 +366,17 @@ def render() -> None:
         + " | peak RSS increase MB | peak RSS MB |",
         "|---|---:|---:|---:|---:|" + ("---:|" if timing else ""),
     ]
+    later = sorted({c["separate_run"]["command"] for c in d["cost"] if c.get("separate_run")})
     for c in d["cost"]:
         t = timing.get(c["method"])
+        mark = "†" if c.get("separate_run") else ""
         lines.append(
-            f"| {c['method']} | {c['effective_bits']:.3f} | "
+            f"| {c['method']}{mark} | {c['effective_bits']:.3f} | "
             + (f"{t:.1f} | " if timing else "")
             + f"{c['quantize_seconds']:.1f} | {c['peak_increase_MB']:.0f} | {c['peak_rss_MB']:.0f} |"
         )
+    if later:
+        lines += ["", "† measured later in a process of its own, same settings: " + "; ".join(f"`{c}`" for c in later)]
     lines += [
         "",
         "WikiText-2 perplexity (mean ± sample std over seeds where reads are noisy; Δ against FP):",

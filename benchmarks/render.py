@@ -49,11 +49,11 @@ def _pct(t: dict, key: str) -> str:
     return s
 
 
-def _tasks_section(d: dict) -> str:
+def _tasks_section(d: dict, title: str = "## Zero-shot reasoning, embedded model") -> str:
     names = list(d["items"])
     sizes = ", ".join(f"{k} {v}" for k, v in d["items"].items())
     lines = [
-        "## Zero-shot reasoning, embedded model",
+        title,
         "",
         f"- command: `{d['command'].strip()}`" + ("" if d.get("complete", True) else " (**incomplete run**)"),
         f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
@@ -130,6 +130,10 @@ def render() -> Path:
     for name in _SECTIONS:
         if (HERE / name).is_file():
             parts.append((HERE / name).read_text())
+        ext_tasks = HERE / "results" / "tasks_external.json"
+        if name == "external.md" and ext_tasks.is_file():
+            title = "### Zero-shot reasoning: library baselines and QMC+GPTQ"
+            parts.append(_tasks_section(json.loads(ext_tasks.read_text()), title))
     notes = HERE / "notes.md"
     if notes.is_file():
         parts.append(notes.read_text())
