@@ -126,3 +126,18 @@ def test_missing_calibration_text_names_the_extra(monkeypatch, tiny_lm):
     monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now fails as if not installed
     with pytest.raises(QMCError, match=r"pip install 'qmc-edge\[calibration\]'"):
         quantize_model(tiny_lm.model, parse_method("qmc3-gptq"), tokenizer=tiny_lm.tokenizer)
+
+
+def test_artifact_round_trip(tiny_lm, tmp_path):
+    """QMC+GPTQ keeps QMC's format, so the packed artifact holds it bit for bit and records the rounding."""
+    from qmc_edge.artifact.export import export_artifact
+    from qmc_edge.artifact.load import load_artifact
+
+    spec = parse_method("qmc3-gptq:group_size=32")
+    qm = _quantize_qmc_gptq(tiny_lm.model, spec, target_weights(tiny_lm.model), None, None, _calib(tiny_lm.tokenizer))
+    export_artifact(tiny_lm, spec, qm, tmp_path / "a")
+    art = load_artifact(tmp_path / "a")
+    assert art.manifest.method["rounding"] == "gptq"
+    for name, qt in qm.tensors.items():
+        got = art.quantized.tensors[name]
+        assert torch.equal(got.inliers.codes, qt.inliers.codes) and torch.equal(got.outliers.codes, qt.outliers.codes)
