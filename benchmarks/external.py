@@ -384,7 +384,12 @@ def render() -> None:
         "| method | where the codes live | eff. bits | PPL | Δ PPL | quantize s |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for r in d["rows"]:
+    def order(ir: tuple[int, dict]) -> tuple:
+        """FP first, then by code bits; within a bit width ideal memory before noisy ReRAM; then run order."""
+        i, r = ir
+        return (r["spec"]["method"] != "fp", r["spec"]["bits"], bool(r["noisy"]), i)
+
+    for _, r in sorted(enumerate(d["rows"]), key=order):
         dev = r["device"]
         if isinstance(dev, dict):
             dev = f"{dev['name']} ({dev['mean_cell_error_rate']:.1e} errors/cell)"

@@ -194,6 +194,28 @@ def _run_block(block: torch.nn.Module, inputs) -> list[tuple[torch.Tensor, dict]
     return out
 
 
+def _quantize_block(block, inputs, mine, params, modules, quantize_one, n_samples):
+    """Collect the Hessian of every Linear in ``mine`` over one pass of ``block`` (weights as they are),
+    then quantize them one by one; yields (name, tensor, info)."""
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+    for n in mine:
+
+        def acc(_m, args, _out, n=n):
+            x = args[0].reshape(-1, args[0].shape[-1]).float()
+            sums[n] = sums.get(n, 0) + x.T @ x
+
+        hooks.append(modules[n.removesuffix(".weight")].register_forward_hook(acc))
+    try:
+        _run_block(block, inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    for n in mine:
+        if n in sums:
+            yield (n, *quantize_one(params[n].detach(), 2 * sums.pop(n) / n_samples))
+
+
 def quantize_model_gptq(
     model: torch.nn.Module,
     names: list[str],
@@ -207,31 +229,16 @@ def quantize_model_gptq(
     prefix, blocks = decoder_layers(model, names)
     params = dict(model.named_parameters(remove_duplicate=False))
     modules = dict(model.named_modules())
-    saved = {n: params[n].detach().clone() for n in names}
     tensors: dict[str, QuantizedTensor] = {}
     losses: dict[str, float] = {}
     fallback: list[str] = []
-    try:
-        with torch.no_grad():
-            inputs = _first_block_inputs(model, blocks[0], samples)
-            for b, block in enumerate(blocks):
-                mine = [n for n in names if n.startswith(f"{prefix}.{b}.")]
-                sums: dict[str, torch.Tensor] = {}
-                hooks = []
-                for n in mine:
-
-                    def acc(_m, args, _out, n=n, sums=sums):
-                        x = args[0].reshape(-1, args[0].shape[-1]).float()
-                        sums[n] = sums.get(n, 0) + x.T @ x
-
-                    hooks.append(modules[n.removesuffix(".weight")].register_forward_hook(acc))
-                try:
-                    _run_block(block, inputs)
-                finally:
-                    for h in hooks:
-                        h.remove()
-                for n in mine:
-                    qt, info = quantize_one(params[n].detach(), 2 * sums.pop(n) / len(samples))
+    with torch.no_grad():
+        inputs = _first_block_inputs(model, blocks[0], samples)
+        for b, block in enumerate(blocks):
+            mine = [n for n in names if n.startswith(f"{prefix}.{b}.")]
+            saved = {n: params[n].detach().clone() for n in mine}  # one block at a time: memory stays small
+            try:
+                for n, qt, info in _quantize_block(block, inputs, mine, params, modules, quantize_one, len(samples)):
                     tensors[n] = qt
                     losses[n] = info["gptq_loss"]
                     if not info["hessian_ok"]:
@@ -239,11 +246,10 @@ def quantize_model_gptq(
                     params[n].copy_(qt.dequantize().to(params[n].dtype))
                     if progress:
                         progress(len(tensors), len(names))
-                inputs = _run_block(block, inputs)
-    finally:
-        with torch.no_grad():
-            for n, w in saved.items():
-                params[n].copy_(w)
+                inputs = _run_block(block, inputs)  # the next block sees this one quantized
+            finally:
+                for n, w in saved.items():
+                    params[n].copy_(w)
     missing = [n for n in names if n not in tensors]
     if missing:
         raise QMCError(f"QMC+GPTQ saw no input for {missing[0]}; is it used in its block's forward pass?")
