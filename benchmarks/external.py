@@ -384,6 +384,7 @@ def render() -> None:
         "| method | where the codes live | eff. bits | PPL | Δ PPL | quantize s |",
         "|---|---|---:|---:|---:|---:|",
     ]
+
     def order(ir: tuple[int, dict]) -> tuple:
         """FP first, then by code bits; within a bit width ideal memory before noisy ReRAM; then run order."""
         i, r = ir
