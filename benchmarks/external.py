@@ -354,7 +354,11 @@ def render() -> None:
             f". Memory was measured with glibc's mmap threshold fixed at {fixed} bytes (MALLOC_MMAP_THRESHOLD_), so "
             "freed tensors return to the kernel and each peak is the method's own; that makes allocation-heavy "
             "code slower, so wall times come from a second pass with the default allocator"
-            + (f" (`{d['timing']['command']}`, {d['timing']['date']})" if timing else " (`--timing-pass`, not run yet)")
+            + (
+                f" (`{d['timing']['command']}`, {d['timing']['date']}; '-': not in that pass)"
+                if timing
+                else " (`--timing-pass`, not run yet)"
+            )
             if fixed
             else ""
         )
@@ -372,7 +376,7 @@ def render() -> None:
         mark = "†" if c.get("separate_run") else ""
         lines.append(
             f"| {c['method']}{mark} | {c['effective_bits']:.3f} | "
-            + (f"{t:.1f} | " if timing else "")
+            + ((f"{t:.1f} | " if t is not None else "- | ") if timing else "")
             + f"{c['quantize_seconds']:.1f} | {c['peak_increase_MB']:.0f} | {c['peak_rss_MB']:.0f} |"
         )
     if later:
