@@ -123,6 +123,9 @@ def test_needs_tokenizer_and_rejects_bad_options(tiny_lm):
 def test_missing_calibration_text_names_the_extra(monkeypatch, tiny_lm):
     import sys
 
+    from qmc_edge.external.calibration import calibration_text
+
+    calibration_text.cache_clear()  # where gensim is installed, an earlier test may have read the text
     monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now fails as if not installed
     with pytest.raises(QMCError, match=r"pip install 'qmc-edge\[calibration\]'"):
         quantize_model(tiny_lm.model, parse_method("qmc3-gptq"), tokenizer=tiny_lm.tokenizer)
