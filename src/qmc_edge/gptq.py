@@ -26,11 +26,10 @@ from collections.abc import Callable
 
 import torch
 
-from .cells import code_error_moments
 from .errors import QMCError
-from .qmc import outlier_positions, quantize_outliers
-from .qtensor import OutlierTable, QuantizedTensor
-from .uniform import UniformCodes, clip_grid, quantize_uniform
+from .qmc import quantize_qmc
+from .qtensor import QuantizedTensor
+from .uniform import UniformCodes
 
 BLOCK = 128  # columns per lazy update (llm-compressor's and the GPTQ paper's default)
 DAMP = 0.01  # dampening, share of the mean Hessian diagonal
@@ -122,25 +121,13 @@ def quantize_qmc_gptq_tensor(
     n_clip: int = 20,
     noise_aware: bool = True,
 ) -> tuple[QuantizedTensor, dict]:
-    """One weight: QMC's split and ranges (exactly as :func:`qmc_edge.qmc.quantize_qmc`), GPTQ's rounding."""
-    w = w.detach().float()
-    idx = outlier_positions(w, rho)
-    inlier = torch.ones(w.numel(), dtype=torch.bool)
-    inlier[idx] = False
-    inlier = inlier.reshape(w.shape)
-    moments = code_error_moments(bits, device) if noise_aware and not device.is_ideal else None
-    grid = quantize_uniform(w, bits, group_size, inlier_mask=inlier, clip_ratios=clip_grid(n_clip), moments=moments)
-    _, oscale = quantize_outliers(w.reshape(-1)[idx], outlier_bits)
-    codes, ocodes, info = gptq_round(w, hessian, grid, ~inlier, oscale, outlier_bits)
-    grid.codes = codes
-    qt = QuantizedTensor(
-        shape=tuple(w.shape),
-        inliers=grid,
-        code_memory="reram",
-        cell_bits=device.bits_per_cell,
-        meta_memory="mram",
-        outliers=OutlierTable(index=idx, codes=ocodes.reshape(-1)[idx], scale=oscale, bits=outlier_bits),
-    )
+    """One weight: QMC's split and ranges (:func:`qmc_edge.qmc.quantize_qmc` itself), GPTQ's rounding."""
+    qt = quantize_qmc(w, bits, device, rho, group_size, outlier_bits, n_clip, noise_aware)
+    ot = qt.outliers
+    mask = torch.zeros(qt.shape, dtype=torch.bool)
+    mask.view(-1)[ot.index] = True
+    codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, ot.scale, ot.bits)
+    qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
     return qt, info
 
 
