@@ -62,12 +62,10 @@ class MethodSpec(BaseModel):
             raise ValueError(f"mram_ber must be in [0, 1), got {self.mram_ber}")
         if not 2 <= self.outlier_bits <= 16:
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
-        if self.quantize_embeddings and self.method in CALIBRATED:
-            raise ValueError(f"{self.method} quantizes decoder Linear layers only; drop quantize_embeddings")
         if self.rounding != "nearest" and self.method != "qmc":
             raise ValueError(f"rounding={self.rounding} applies to qmc; use the {self.rounding} method itself")
-        if self.rounding == "gptq" and self.quantize_embeddings:
-            raise ValueError("qmc with rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
+        if self.quantize_embeddings and self.calibrated:
+            raise ValueError(f"{self.name} quantizes decoder Linear layers only; drop quantize_embeddings")
         if self.reram and self.method not in EXTERNAL:
             raise ValueError(f"reram applies to {', '.join(EXTERNAL)}; use emem for RTN codes in ReRAM")
         if self.calib_samples < 1 or self.calib_len < 2:
