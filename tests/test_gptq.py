@@ -13,16 +13,23 @@ from test_quantizers import heavy_tailed
 from qmc_edge.devices import reram
 from qmc_edge.errors import QMCError
 from qmc_edge.external.calibration import CalibrationSet
-from qmc_edge.gptq import gptq_round, quantize_qmc_gptq_tensor
+from qmc_edge.gptq import gptq_round
 from qmc_edge.methods import parse_method
 from qmc_edge.qmc import quantize_qmc
-from qmc_edge.quantize_model import _quantize_qmc_gptq, quantize_model, storage_report, target_weights
+from qmc_edge.methods.qmc import round_gptq
+from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
 from qmc_edge.uniform import clip_grid, quantize_uniform
 
 
 def _calib(tokenizer, n: int = 8, seq_len: int = 48) -> CalibrationSet:
     ids = tokenizer(synthetic_text(seed=1), add_special_tokens=False)["input_ids"]
     return CalibrationSet(tuple(tuple(ids[i * seq_len : (i + 1) * seq_len]) for i in range(n)), "synthetic", 0)
+
+
+def quantize_qmc_gptq_tensor(w, hessian, bits, dev, rho=0.01, group_size=128):
+    """One tensor through QMC's GPTQ rounding strategy (the method's own per-tensor step)."""
+    spec = parse_method(f"qmc:bits={bits},cell_bits={dev.bits_per_cell},rho={rho},group_size={group_size}")
+    return spec.gptq_tensor(w, hessian)
 
 
 def _hessian(inf: int, seed: int, n: int = 400) -> torch.Tensor:
@@ -86,10 +93,10 @@ def test_whole_model_block_by_block(tiny_lm):
     assert spec.calibrated and spec.name == "QMC+GPTQ 3b g32 rho=0.01 @3b/cell"
     names = target_weights(model)
     calib = _calib(tok)
-    qm = _quantize_qmc_gptq(model, spec, names, None, tok, calib)
+    qm = round_gptq(spec, model, names, tok, None, calib)
     assert list(qm.tensors) == names and not qm.info["nearest_rounding_fallback"]
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # model restored
-    again = _quantize_qmc_gptq(model, spec, names, None, tok, calib)  # deterministic
+    again = round_gptq(spec, model, names, tok, None, calib)  # deterministic
     assert all(torch.equal(qm.tensors[n].inliers.codes, again.tensors[n].inliers.codes) for n in names)
     # Same storage as QMC with nearest rounding: only the choice of codes differs.
     near = quantize_model(model, parse_method("qmc3:group_size=32"))
@@ -112,12 +119,12 @@ def test_whole_model_block_by_block(tiny_lm):
 def test_needs_tokenizer_and_rejects_bad_options(tiny_lm):
     with pytest.raises(QMCError, match="tokenizer"):
         quantize_model(tiny_lm.model, parse_method("qmc3-gptq"))
-    with pytest.raises(ValueError, match="rounding=gptq applies to qmc"):
+    with pytest.raises(ValueError, match="rtn has no option 'rounding'"):
         parse_method("rtn:rounding=gptq")
     with pytest.raises(ValueError, match="quantize_embeddings"):
         parse_method("qmc3-gptq:quantize_embeddings=true")
-    with pytest.raises(ValueError, match="tensor by tensor"):
-        parse_method("qmc3-gptq").quantize_tensor(heavy_tailed(4, 32, 0))
+    with pytest.raises(ValueError, match="calib_samples applies only to calibrated"):
+        parse_method("qmc3:calib_samples=8")  # nearest rounding reads no text
 
 
 def test_missing_calibration_text_names_the_extra(monkeypatch, tiny_lm):
@@ -137,7 +144,7 @@ def test_artifact_round_trip(tiny_lm, tmp_path):
     from qmc_edge.artifact.load import load_artifact
 
     spec = parse_method("qmc3-gptq:group_size=32")
-    qm = _quantize_qmc_gptq(tiny_lm.model, spec, target_weights(tiny_lm.model), None, None, _calib(tiny_lm.tokenizer))
+    qm = round_gptq(spec, tiny_lm.model, target_weights(tiny_lm.model), None, None, _calib(tiny_lm.tokenizer))
     export_artifact(tiny_lm, spec, qm, tmp_path / "a")
     art = load_artifact(tmp_path / "a")
     assert art.manifest.method["rounding"] == "gptq"

@@ -106,6 +106,153 @@ def test_generic_jsonl_and_its_errors(tmp_path):
         load_task(str(empty))
 
 
+GOOD_ROW = {"context": "2 + 2 =", "choices": ["4", "5"], "gold": 0}
+
+
+def _row(**changes) -> str:
+    row = {**GOOD_ROW, **changes}
+    return json.dumps({k: v for k, v in row.items() if v is not _DROP})
+
+
+_DROP = object()
+
+# Line 2 of a file whose line 1 is good: (line, expected part of the message).
+BAD_TASK_LINES = {
+    "gold 1.7": (_row(gold=1.7), "'gold' must be an integer index into 'choices', got a number (1.7)"),
+    "gold 1.0": (_row(gold=1.0), "'gold' must be an integer index into 'choices', got a number (1.0)"),
+    "gold true": (_row(gold=True), "'gold' must be an integer index into 'choices', got a boolean (true)"),
+    "gold string": (_row(gold="1"), "'gold' must be an integer index into 'choices', got a string (\"1\")"),
+    "gold null": (_row(gold=None), "got null (null)"),
+    "gold out of range": (_row(gold=2), "'gold' 2 is not an index into 2 choices (0..1)"),
+    "gold negative": (_row(gold=-1), "'gold' -1 is not an index into 2 choices"),
+    "gold huge": ('{"context": "a", "choices": ["x", "y"], "gold": ' + "9" * 5000 + "}", "too many digits"),
+    "gold missing": (_row(gold=_DROP), "missing field 'gold'"),
+    "choices blank": (_row(choices=["", ""]), "'choices'[0] is blank"),
+    "choices whitespace": (_row(choices=["a", "  "]), "'choices'[1] is blank"),
+    "one choice": (_row(choices=["x"]), "'choices' must be a list of at least two strings, got 1 of them"),
+    "no choices": (_row(choices=[]), "at least two strings, got 0 of them"),
+    "choices a string": (_row(choices="xy"), "'choices' must be a list of at least two strings, got a string"),
+    "choice a number": (_row(choices=["x", 3]), "'choices'[1] must be a string, got an integer"),
+    "context a number": (_row(context=5), "'context' must be a string, got an integer"),
+    "context missing": (_row(context=_DROP), "missing field 'context'"),
+    "delimiter 7": (_row(delimiter=7), "'delimiter' must be a string, got an integer"),
+    "id a list": (_row(id=[1]), "'id' must be a string or an integer, got a list"),
+    "unknown key": (_row(label=1), "unknown key 'label'; the keys are context, choices, gold, delimiter, id"),
+    "duplicate key": ('{"context": "a", "choices": ["x", "y"], "gold": 0, "gold": 1}', "key 'gold' given twice"),
+    "a list": ("[1, 2]", "a line must be a JSON object, got a list"),
+    "a number": ("3", "a line must be a JSON object, got an integer"),
+    "invalid JSON": ("{not json", "bad item (not valid JSON: Expecting property name"),
+    "truncated JSON": (_row()[:-3], "not valid JSON"),
+    "deeply nested": ("[" * 100000 + "]" * 100000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("line, expected", list(BAD_TASK_LINES.values()), ids=list(BAD_TASK_LINES))
+def test_bad_task_line_is_one_line_naming_file_and_line(tmp_path, line, expected):
+    f = tmp_path / "mine.jsonl"
+    f.write_text(json.dumps(GOOD_ROW) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(QMCError) as ei:
+        load_task(str(f))
+    msg = str(ei.value)
+    assert msg.startswith(f"{f}:2: bad item (") and expected in msg and "\n" not in msg
+    assert msg.endswith('expected one JSON object per line: {"context": str, "choices": [str, str, ...], "gold": int}')
+
+
+def _dir_task(tmp_path):
+    d = tmp_path / "mine.jsonl"
+    d.mkdir()
+    return d
+
+
+BAD_TASK_FILES = {
+    "binary": (b"\x00\x01\x02\xff\n", ":1: binary data (a NUL byte), not JSON lines"),
+    "NUL on line 3": (
+        (json.dumps(GOOD_ROW) + "\n\n").encode() + b'{"context": "\x00"}\n',
+        ":3: binary data (a NUL byte)",
+    ),
+    "not UTF-8": ((json.dumps(GOOD_ROW) + "\n").encode() + b'{"context": "caf\xe9"}\n', ":2: not UTF-8 text"),
+    "UTF-16": (json.dumps(GOOD_ROW).encode("utf-16"), ":1: binary data"),
+    "empty": (b"", "has no items (the file is empty or blank)"),
+    "blank lines": (b"\n  \n\t\n", "has no items"),
+}
+
+
+@pytest.mark.parametrize("content, expected", list(BAD_TASK_FILES.values()), ids=list(BAD_TASK_FILES))
+def test_bad_task_file_is_one_line_naming_the_file(tmp_path, content, expected):
+    f = tmp_path / "mine.jsonl"
+    f.write_bytes(content)
+    with pytest.raises(QMCError) as ei:
+        load_task(str(f))
+    msg = str(ei.value)
+    assert msg.startswith(str(f)) and expected in msg and "\n" not in msg
+
+
+def test_task_file_that_is_a_directory_or_unreadable(tmp_path, monkeypatch):
+    d = _dir_task(tmp_path)
+    with pytest.raises(QMCError, match=rf"task file {d} is a directory; pass a JSON-lines file"):
+        load_task(str(d))
+    f = tmp_path / "ok.jsonl"
+    f.write_text(json.dumps(GOOD_ROW) + "\n")
+    # We run as root, where chmod 000 does not stop reads: simulate the failure instead.
+
+    def denied(self, *a, **kw):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(f), "open", denied)
+    with pytest.raises(QMCError) as ei:
+        load_task(str(f))
+    assert str(ei.value) == f"{f}: cannot read it (Permission denied); check the path and its permissions"
+
+
+def test_a_bom_and_windows_line_ends_are_fine(tmp_path):
+    f = tmp_path / "win.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD_ROW) + "\r\n" + _row(gold=1, id=7) + "\r\n").encode())
+    _, items = load_task(str(f))
+    assert [it.gold for it in items] == [0, 1] and items[1].id == "7"
+
+
+def test_builtin_tasks_with_a_bad_data_dir(tmp_path):
+    with pytest.raises(QMCError) as ei:
+        load_task("arc_easy", data_root=tmp_path / "nowhere")
+    assert str(ei.value) == (
+        f"data folder {tmp_path / 'nowhere'} for task arc_easy does not exist; "
+        "pass the folder that holds arc/ with --data-dir"
+    )
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(
+        QMCError, match=r"data folder .*afile for task boolq is not a folder; pass the folder that holds boolq/"
+    ):
+        load_task("boolq", data_root=afile)
+    with pytest.raises(QMCError, match=r"data for task hellaswag not found \(hellaswag/hellaswag_val.jsonl under .*\)"):
+        load_task("hellaswag", data_root=tmp_path)
+    # Upstream-format files are held to the same rules: gold an index, at least two choices.
+    (tmp_path / "hellaswag").mkdir()
+    doc = {"ind": 1, "activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": "7"}
+    (tmp_path / "hellaswag" / "hellaswag_val.jsonl").write_text(json.dumps(doc) + "\n")
+    with pytest.raises(QMCError) as ei:
+        load_task("hellaswag", data_root=tmp_path)
+    msg = str(ei.value)
+    assert msg.startswith(f"{tmp_path / 'hellaswag' / 'hellaswag_val.jsonl'}:1: bad item (gold 7 is not an index")
+    assert "\n" not in msg
+    (tmp_path / "arc").mkdir()
+    arc = {"id": "x", "question": {"stem": "q", "choices": "none"}, "answerKey": "A"}
+    (tmp_path / "arc" / "ARC-Easy-Test.jsonl").write_bytes(b"\n" + json.dumps(arc).encode() + b"\n")
+    with pytest.raises(QMCError, match=r"ARC-Easy-Test.jsonl:2: bad item \(.*\); expected the upstream ARC-Easy test"):
+        load_task("arc_easy", data_root=tmp_path)
+
+
+@pytest.mark.parametrize("case", ["gold 1.7", "choices blank", "unknown key", "invalid JSON"])
+def test_cli_tasks_bad_task_file_is_one_error_line(tiny_model_dir, tmp_path, case):
+    line, expected = BAD_TASK_LINES[case]
+    f = tmp_path / "mine.jsonl"
+    f.write_text(json.dumps(GOOD_ROW) + "\n" + line + "\n", encoding="utf-8")
+    r = runner.invoke(app, ["tasks", "--model", str(tiny_model_dir), "-t", str(f)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {f}:2: bad item") and expected in lines[0], r.output
+
+
 def _direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
     ctx, cont = encode_pair(tokenizer, context, continuation)
     inp = torch.tensor([ctx + cont])
@@ -173,7 +320,7 @@ def test_metrics_acc_norm_uses_choice_length():
     assert "acc_norm" not in task_metrics(items, lls, with_norm=False)
 
 
-def test_cli_tasks_on_tiny_model(tiny_model_dir, tmp_path):
+def test_cli_tasks_on_tiny_model(tiny_model_dir, tiny_lm, tmp_path):
     f = tmp_path / "toy.jsonl"
     f.write_text(
         "\n".join(
@@ -191,7 +338,16 @@ def test_cli_tasks_on_tiny_model(tiny_model_dir, tmp_path):
     fp, q = d["rows"]
     assert fp["tasks"]["toy"]["n"] == 10 and "ppl_mean" not in fp
     assert len(q["tasks"]["toy"]["acc_per_seed"]) == 2 and q["seeds"] == [0, 1]
-    assert 0 <= q["tasks"]["toy"]["acc"] <= 1 and q["tasks"]["toy"]["items_per_s"] > 0
+    # FP accuracy by hand: the argmax of each item's log-likelihoods (scored directly) against gold.
+    _, items = load_task(str(f), limit=10)
+    lls, _ = score_items(tiny_lm.model, tiny_lm.tokenizer, items)
+    by_hand = sum(int(np.argmax(row)) == it.gold for it, row in zip(items, lls, strict=True)) / 10
+    assert fp["tasks"]["toy"]["acc"] == pytest.approx(by_hand)
+    # QMC: the mean of its per-seed accuracies, each a count of right answers out of 10.
+    per_seed = q["tasks"]["toy"]["acc_per_seed"]
+    assert q["tasks"]["toy"]["acc"] == pytest.approx(sum(per_seed) / 2)
+    assert all(a * 10 == pytest.approx(round(a * 10)) for a in per_seed)
+    assert q["tasks"]["toy"]["items_per_s"] > 0
     assert "toy" in res.output and "first 10 items" in res.output
     # Same seeds, same accuracies; and `compare --task` adds the same columns next to PPL.
     text = tmp_path / "x.txt"

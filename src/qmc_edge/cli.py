@@ -1,115 +1,57 @@
-"""`qmc`: quantize, measure perplexity, compare methods, run the demo."""
+"""`qmc`: quantize, measure perplexity, compare methods, run the demo.
+
+Shared helpers and option declarations live in :mod:`qmc_edge.cli_common`, the evaluation run in
+:mod:`qmc_edge.cli_run`; the feature CLIs (tasks, deployment, artifacts) register their commands here.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
-import statistics
-import sys
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
-from .errors import QMCError
-from .experiment import EvalSettings, run_method
-from .jsonio import check_writable, write_json
-from .methods import PRESETS, MethodSpec, parse_method
-from .model_io import LoadedModel, load_model
-from .perplexity import bos_for, check_context, load_text, tokenize
+from .cli_common import (
+    BitsOpt,
+    CellOpt,
+    CtxOpt,
+    DataOpt,
+    DeviceOpt,
+    EmbOpt,
+    GroupOpt,
+    JsonOpt,
+    LimitOpt,
+    MethodOpt,
+    MethodsOpt,
+    ModelOpt,
+    NoiseSeedOpt,
+    RhoOpt,
+    SeedsOpt,
+    TaskOpt,
+    TextOpt,
+    WinOpt,
+    check_eval,
+    check_limit,
+    check_output_file,
+    check_seeds,
+    errors,
+    load,
+    out,
+    progress_bars,
+    run_env,
+    spec_from_flags,
+)
+from .cli_run import load_task_items, read_text, run_compare
+from .jsonio import write_json
+from .loaded import LoadedModel
+from .methods import PRESETS, options, parse_method, registered
 from .quantize_model import quantize_model, storage_report
+from .torch_device import check_device
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
-out = Console()
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 
 DEFAULT_COMPARE = ["fp", "rtn4", "rtn3", "mxint4", "emem3", "qmc3", "qmc2"]
-
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="GGUF file, HF model folder or hub id; default: embedded SmolLM2-135M")
-]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="write results as JSON to this path")]
-TextOpt = Annotated[Path | None, typer.Option("--text", help="text file; default WikiText-2 raw test")]
-CtxOpt = Annotated[int, typer.Option("--context", help="tokens per window")]
-WinOpt = Annotated[int | None, typer.Option("--max-windows", help="cap on windows (quick runs)")]
-SeedsOpt = Annotated[int, typer.Option("--seeds", help="noise seeds 0..N-1 for noisy methods")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="first noise seed")]
-TaskOpt = Annotated[
-    list[str] | None,
-    typer.Option("--task", "-t", help="arc_easy, arc_challenge, boolq, hellaswag, or a JSON-lines file; repeat"),
-]
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="first N items of each task")]
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder with arc/, boolq/, hellaswag/")]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="where the model runs: cpu, cuda, cuda:N (quantization stays on the CPU)")
-]
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-@contextmanager
-def _errors():
-    try:
-        yield
-    except QMCError as exc:
-        _fail(str(exc))
-    except ValueError as exc:  # bad method specs and option values
-        _fail(str(exc).splitlines()[0])
-
-
-@contextmanager
-def _progress():
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as prog:
-        tasks: dict[str, int] = {}
-
-        def update(desc: str, done: int, total: int) -> None:
-            if desc not in tasks:
-                tasks[desc] = prog.add_task(desc, total=total)
-            prog.update(tasks[desc], completed=done, total=total)
-
-        yield update
-
-
-def _load(model: str | None, device: str = "cpu") -> LoadedModel:
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    with console.status(f"loading {model or 'embedded SmolLM2-135M-Instruct'} ..."):
-        lm = load_model(model, device=device)
-    if lm.note:
-        console.print(f"[yellow]note:[/] {lm.note}", highlight=False)
-    return lm
-
-
-def _env() -> dict:
-    import transformers
-
-    return {
-        "qmc_edge": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-    }
 
 
 def _storage_table(name: str, rep: dict) -> Table:
@@ -132,31 +74,23 @@ def _storage_table(name: str, rep: dict) -> Table:
     return t
 
 
-def _spec(method: str, bits, group_size, rho, cell_bits, embeddings) -> MethodSpec:
-    over = {"bits": bits, "group_size": group_size, "rho": rho, "cell_bits": cell_bits}
-    if embeddings:
-        over["quantize_embeddings"] = True
-    return parse_method(method, **over)
-
-
 @app.command()
 def quantize(
-    method: Annotated[str, typer.Option("--method", "-m", help=f"method or preset ({', '.join(PRESETS)})")] = "qmc3",
+    method: MethodOpt = "qmc3",
     model: ModelOpt = None,
-    bits: Annotated[int | None, typer.Option(help="inlier bits (2, 3, 4)")] = None,
-    group_size: Annotated[int | None, typer.Option(help="group size, 0 = per channel")] = None,
-    rho: Annotated[float | None, typer.Option(help="outlier share per tensor (qmc)")] = None,
-    cell_bits: Annotated[int | None, typer.Option(help="bits per ReRAM cell")] = None,
-    embeddings: Annotated[bool, typer.Option("--quantize-embeddings", help="quantize embeddings/head too")] = False,
+    bits: BitsOpt = None,
+    group_size: GroupOpt = None,
+    rho: RhoOpt = None,
+    cell_bits: CellOpt = None,
+    embeddings: EmbOpt = False,
     json_path: JsonOpt = None,
 ) -> None:
     """Quantize a model with one method and print its storage report."""
-    with _errors():
-        spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
-        if json_path:
-            check_writable(json_path)
-        lm = _load(model)
-        with _progress() as prog:
+    with errors():
+        spec = spec_from_flags(method, bits, group_size, rho, cell_bits, embeddings)
+        check_output_file(json_path)
+        lm = load(model)
+        with progress_bars() as prog:
             qm = quantize_model(
                 lm.model, spec, lambda i, n: prog(f"quantize {spec.name}", i, n), tokenizer=lm.tokenizer
             )
@@ -175,182 +109,50 @@ def quantize(
                 "quantize_seconds": secs,
                 "info": qm.info if qm else {},
                 "storage": rep,
-                "env": _env(),
+                "env": run_env(),
             }
             write_json(json_path, payload)
             out.print(f"wrote {json_path}")
 
 
-def _prepare_eval(lm: LoadedModel, text: Path | None, context: int, max_windows: int | None, seeds: int, seed: int):
-    check_context(context, lm.max_context)
-    if seeds < 1:
-        raise QMCError(f"--seeds must be at least 1, got {seeds}")
-    if max_windows is not None and max_windows < 1:
-        raise QMCError(f"--max-windows must be at least 1, got {max_windows}")
-    src = load_text(str(text) if text else None)
-    if src.label.startswith("FALLBACK"):
-        console.print(f"[yellow]warning:[/] {src.label}")
-    with console.status("tokenizing ..."):
-        ids = tokenize(lm.tokenizer, src.text)
-    cfg = EvalSettings(context, max_windows, tuple(range(seed, seed + seeds)), bos_for(lm.tokenizer))
-    return src, ids, cfg
-
-
-def _fmt_task(t: dict) -> str:
-    """acc ± stderr (and acc_norm) of one task; with several seeds the seed spread follows in []."""
-    parts = []
-    for key in ("acc", "acc_norm"):
-        if key in t:
-            s = f"{100 * t[key]:.1f}±{100 * t[f'{key}_stderr']:.1f}"
-            if len(t["seeds"]) > 1:
-                s += f" [{100 * t[f'{key}_seed_std']:.1f}]"
-            parts.append(s)
-    return " / ".join(parts)
-
-
-def _compare_table(rows: list[dict], title: str) -> Table:
-    t = Table(title=title)
-    has_ppl = "ppl_mean" in rows[0]
-    task_names = list(rows[0].get("tasks", {}))
-    cols = [("method", "left"), ("bits", "right"), ("eff. bits", "right")]
-    cols += [("compr. layers", "right"), ("compr. model", "right")]
-    if has_ppl:
-        cols.append(("PPL", "right"))
-    cols += [(f"{n} acc" + (" / acc_norm" if "acc_norm" in rows[0]["tasks"][n] else ""), "right") for n in task_names]
-    cols += [("seeds", "right"), ("quant s", "right")]
-    if has_ppl:
-        cols.append(("tok/s", "right"))
-    if task_names:
-        cols.append(("items/s", "right"))
-    for col, just in cols:
-        t.add_column(col, justify=just)
-    for r in rows:
-        cells = [r["method"], str(r["bits"]), f"{r['effective_bits']:.3f}"]
-        cells += [f"{r['compression_quantized_layers']:.2f}x", f"{r['compression_whole_model']:.2f}x"]
-        if has_ppl:
-            cells.append(f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else ""))
-        cells += [_fmt_task(r["tasks"][n]) for n in task_names]
-        cells += [str(len(r["seeds"])) if r["noisy"] else "-", f"{r['quantize_seconds']:.1f}"]
-        if has_ppl:
-            cells.append(f"{r['tokens_per_s']:.0f}")
-        if task_names:
-            cells.append(f"{statistics.fmean(x['items_per_s'] for x in r['tasks'].values()):.1f}")
-        t.add_row(*cells)
-    return t
-
-
-def _load_tasks(names: list[str] | None, limit: int | None, data_dir: Path | None) -> dict:
-    from .tasks.evaluate import load_tasks
-
-    if not names:
-        return {}
-    with console.status("loading tasks ..."):
-        return load_tasks(names, limit, data_dir)
-
-
-def _run_compare(
-    lm,
-    specs,
-    text,
-    context,
-    max_windows,
-    seeds,
-    seed,
-    json_path,
-    title,
-    tasks: dict | None = None,
-    with_ppl: bool = True,
-    task_limit: int | None = None,
-    after: Callable[[list[dict]], dict] | None = None,
-) -> list[dict]:
-    if with_ppl:
-        src, ids, cfg = _prepare_eval(lm, text, context, max_windows, seeds, seed)
-    else:
-        if seeds < 1:
-            raise QMCError(f"--seeds must be at least 1, got {seeds}")
-        src, ids, cfg = None, None, EvalSettings(context, max_windows, tuple(range(seed, seed + seeds)), None)
-    rows = []
-    with _progress() as prog:
-        for spec in specs:
-            rows.append(run_method(lm, spec, ids, cfg, prog, tasks=tasks))
-    if with_ppl:
-        ev = rows[0]["eval"]
-        cap = (
-            f"capped at {ev['windows']} of {ev['windows_available']} windows"
-            if ev["capped"]
-            else f"all {ev['windows']} windows"
-        )
-        heading = f"{title}: {src.label}, context {context}, {cap}"
-    else:
-        heading = title
-    if tasks:
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in tasks.items())
-        heading += (
-            "; tasks" if with_ppl else ""
-        ) + f" ({'first ' + str(task_limit) if task_limit else 'all'} items): {sizes}"
-        heading += "; acc/acc_norm in % ± stderr over items [spread over seeds]"
-    out.print(_compare_table(rows, heading))
-    if lm.note:
-        out.print(f"note: {lm.note}")
-    extra = after(rows) if after else {}
-    if json_path:
-        payload: dict = {"model": lm.source, "note": lm.note, "seeds": list(cfg.seeds), **extra}
-        if with_ppl:
-            ev = rows[0]["eval"]
-            payload.update(
-                text=src.label,
-                text_path=src.path,
-                context=context,
-                max_windows=max_windows,
-                capped=ev["capped"],
-                windows=ev["windows"],
-                windows_available=ev["windows_available"],
-            )
-        if tasks:
-            payload["tasks"] = {k: {"items": len(v), "limit": task_limit} for k, v in tasks.items()}
-        payload.update(rows=rows, env=_env())
-        write_json(json_path, payload)
-        out.print(f"wrote {json_path}")
-    return rows
-
-
 @app.command()
 def ppl(
-    method: Annotated[str, typer.Option("--method", "-m", help="method or preset; fp = no quantization")] = "fp",
+    method: MethodOpt = "fp",
     model: ModelOpt = None,
-    bits: Annotated[int | None, typer.Option(help="inlier bits")] = None,
-    group_size: Annotated[int | None, typer.Option(help="group size, 0 = per channel")] = None,
-    rho: Annotated[float | None, typer.Option(help="outlier share (qmc)")] = None,
-    cell_bits: Annotated[int | None, typer.Option(help="bits per ReRAM cell")] = None,
-    embeddings: Annotated[bool, typer.Option("--quantize-embeddings")] = False,
+    bits: BitsOpt = None,
+    group_size: GroupOpt = None,
+    rho: RhoOpt = None,
+    cell_bits: CellOpt = None,
+    embeddings: EmbOpt = False,
     text: TextOpt = None,
     context: CtxOpt = 2048,
     max_windows: WinOpt = None,
     seeds: SeedsOpt = 3,
-    seed: SeedOpt = 0,
+    noise_seed: NoiseSeedOpt = 0,
     json_path: JsonOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Perplexity of a model, optionally quantized and read through noisy devices, over N seeds."""
-    with _errors():
-        spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
-        if json_path:
-            check_writable(json_path)
-        lm = _load(model, device)
-        _run_compare(lm, [spec], text, context, max_windows, seeds, seed, json_path, "perplexity")
+    """Perplexity of a model, optionally quantized and read through noisy devices, over N noise seeds."""
+    with errors():
+        spec = spec_from_flags(method, bits, group_size, rho, cell_bits, embeddings)
+        seed_list = check_seeds(seeds, noise_seed)
+        check_eval(context, max_windows)
+        check_output_file(json_path)
+        check_device(device)
+        src = read_text(text)
+        lm = load(model, device)
+        run_compare(lm, [spec], src, context, max_windows, seed_list, json_path, "perplexity")
 
 
 @app.command()
 def compare(
-    methods: Annotated[
-        list[str] | None, typer.Option("--method", "-m", help="repeat per row (default: a standard set)")
-    ] = None,
+    methods: MethodsOpt = None,
     model: ModelOpt = None,
     text: TextOpt = None,
     context: CtxOpt = 2048,
     max_windows: WinOpt = None,
     seeds: SeedsOpt = 3,
-    seed: SeedOpt = 0,
+    noise_seed: NoiseSeedOpt = 0,
     task: TaskOpt = None,
     task_limit: LimitOpt = None,
     data_dir: DataOpt = None,
@@ -359,15 +161,17 @@ def compare(
 ) -> None:
     """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time
     (and reasoning-task accuracy columns with --task)."""
-    with _errors():
+    with errors():
         specs = [parse_method(m) for m in (methods or DEFAULT_COMPARE)]
-        if json_path:
-            check_writable(json_path)
-        tasks = _load_tasks(task, task_limit, data_dir)
-        lm = _load(model, device)
-        _run_compare(
-            lm, specs, text, context, max_windows, seeds, seed, json_path, "compare", tasks, task_limit=task_limit
-        )
+        seed_list = check_seeds(seeds, noise_seed)
+        check_eval(context, max_windows)
+        check_limit(task_limit)
+        check_output_file(json_path)
+        check_device(device)
+        src = read_text(text)
+        tasks = load_task_items(task, task_limit, data_dir)
+        lm = load(model, device)
+        run_compare(lm, specs, src, context, max_windows, seed_list, json_path, "compare", tasks, task_limit)
 
 
 @app.command()
@@ -379,18 +183,21 @@ def demo(
     json_path: Annotated[Path | None, typer.Option("--json", help="JSON output")] = Path("results/demo.json"),
 ) -> None:
     """The main job on the embedded default: a short compare of FP, RTN, MXINT4, eMEM-naive and QMC."""
-    with _errors():
+    with errors():
+        seed_list = check_seeds(seeds, 0)
+        check_eval(context, max_windows)
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
-        lm = _load(None)
-        _run_compare(
+            check_output_file(json_path)
+        src = read_text(text)
+        lm = load(None)
+        run_compare(
             lm,
             [parse_method(m) for m in DEFAULT_COMPARE],
-            text,
+            src,
             context,
             max_windows,
-            seeds,
-            0,
+            seed_list,
             json_path,
             "demo (short run; see BENCHMARKS.md for the full numbers)",
             after=lambda rows: _demo_headline(lm, rows),
@@ -414,8 +221,21 @@ def _demo_headline(lm: LoadedModel, rows: list[dict]) -> dict:
 
 @app.command()
 def methods() -> None:
-    """List method presets and options."""
-    t = Table(title="presets (use as -m NAME, or NAME:key=value,...)")
+    """List the registered methods with their options, and the presets."""
+    m = Table(title="methods (use as -m NAME or NAME:key=value,...; every option off its default shows in the label)")
+    m.add_column("method")
+    m.add_column("what it is")
+    m.add_column("codes live in")
+    m.add_column("options (default)")
+    for name, cls in registered().items():
+        opts = []
+        for key in options(cls):
+            f = cls.model_fields[key]
+            default = cls.implied.get(key, f.default)
+            opts.append(f"{key}={default}" if key != "label" else "label")
+        m.add_row(name, cls.summary, cls.stored_in, ", ".join(opts))
+    out.print(m)
+    t = Table(title="presets")
     t.add_column("preset")
     t.add_column("spec")
     t.add_column("label")
@@ -424,11 +244,15 @@ def methods() -> None:
     out.print(t)
     o = Table(title="options")
     o.add_column("key")
-    o.add_column("default")
+    o.add_column("methods")
     o.add_column("meaning")
-    for name, f in MethodSpec.model_fields.items():
-        if name != "method":
-            o.add_row(name, str(f.default), f.description or "")
+    seen: dict[str, tuple[list[str], str]] = {}
+    for name, cls in registered().items():
+        for key in options(cls):
+            entry = seen.setdefault(key, ([], cls.model_fields[key].description or ""))
+            entry[0].append(name)
+    for key, (names, desc) in seen.items():
+        o.add_row(key, ", ".join(names), desc)
     out.print(o)
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .loaded import LoadedModel
 from .methods import MethodSpec
-from .model_io import LoadedModel
 from .perplexity import perplexity
 from .quantize_model import quantize_model, storage_report
 from .tasks.data import MCItem
@@ -62,7 +62,7 @@ def run_method(
     try:
         for s in seeds:
             if qm is not None:
-                qm.realise(lm.model, seed=s)
+                qm.realise(lm.model, s if spec.noisy else None)
             suffix = f" seed {s}" if spec.noisy else ""
             entry: dict = {"seed": s if spec.noisy else None}
             if ids is not None:
@@ -80,7 +80,7 @@ def run_method(
     row = {
         "method": spec.name,
         "spec": spec.model_dump(),
-        "bits": spec.bits if spec.method not in ("fp", "mxint4") else (16 if spec.method == "fp" else 4),
+        "bits": spec.nominal_bits,
         "noisy": spec.noisy,
         "device": spec.device().describe() if spec.uses_reram else None,
         "effective_bits": report["effective_bits"] if qm is not None else 16.0,

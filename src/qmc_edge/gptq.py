@@ -8,6 +8,9 @@ take part in that as what they are: entries rounded to their own 8-bit MRAM grid
 small error is compensated like any other; the inliers are rounded on the (row, group) grid that QMC's
 clipping search chose on the original weights (static groups, as llm-compressor's default).
 
+The method itself (split, grid, then this rounding) is :class:`qmc_edge.methods.qmc.QMC` with
+``rounding=gptq``; this module is the solver and the block-by-block pipeline, and knows nothing of QMC.
+
 Why it is written here rather than taken from a library: the GPTQ implementations people use
 (llm-compressor, GPTQModel, AutoGPTQ) round every entry of a column on one grid; none keeps a chosen
 set of entries in a second precision or takes externally chosen ranges. The solver follows
@@ -27,7 +30,6 @@ from collections.abc import Callable
 import torch
 
 from .errors import QMCError
-from .qmc import quantize_qmc
 from .qtensor import QuantizedTensor
 from .uniform import UniformCodes
 
@@ -108,27 +110,6 @@ def gptq_round(
     info = {"gptq_loss": float(loss.sum()), "hessian_ok": ok}
     inv = torch.argsort(perm)
     return codes[:, inv].to(torch.uint8), ocodes[:, inv].to(torch.int16), info
-
-
-def quantize_qmc_gptq_tensor(
-    w: torch.Tensor,
-    hessian: torch.Tensor,
-    bits: int,
-    device,
-    rho: float = 0.01,
-    group_size: int | None = 128,
-    outlier_bits: int = 8,
-    n_clip: int = 20,
-    noise_aware: bool = True,
-) -> tuple[QuantizedTensor, dict]:
-    """One weight: QMC's split and ranges (:func:`qmc_edge.qmc.quantize_qmc` itself), GPTQ's rounding."""
-    qt = quantize_qmc(w, bits, device, rho, group_size, outlier_bits, n_clip, noise_aware)
-    ot = qt.outliers
-    mask = torch.zeros(qt.shape, dtype=torch.bool)
-    mask.view(-1)[ot.index] = True
-    codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, ot.scale, ot.bits)
-    qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
-    return qt, info
 
 
 # ---------------------------------------------------------------- whole model, layer by layer

@@ -11,13 +11,37 @@ from pathlib import Path
 from .errors import QMCError
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail before a long run, not after it, when the output folder does not exist."""
+def probe_dir(folder: Path, what: str) -> None:
+    """Create and remove a file in ``folder``: the one check that also holds for root and read-only mounts."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qmc-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise QMCError(
+            f"{what}: cannot write in folder {folder} ({exc.strerror or exc}); choose a writable place"
+        ) from None
+
+
+def check_writable(path: str | Path | None, flag: str = "--json") -> Path | None:
+    """Fail before a long run, not after it: the output's folder exists and takes a new file, and the
+    path is not a folder or a read-only file."""
+    if path is None:
+        return None
     p = Path(path).expanduser()
-    if not p.parent.exists():
-        raise QMCError(f"cannot write {path}: folder {p.parent} does not exist; create it first")
+    what = f"{flag} {path}"
     if p.is_dir():
-        raise QMCError(f"cannot write {path}: it is a directory; give a file name")
+        raise QMCError(f"{what}: is a folder; give a file name")
+    parent = p.parent
+    if not parent.exists():
+        raise QMCError(f"{what}: folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise QMCError(f"{what}: {parent} is not a folder; give a path inside a folder")
+    if p.exists() and not p.is_file():
+        raise QMCError(f"{what}: exists and is not a regular file; choose another path")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise QMCError(f"{what}: the file is read-only; choose another path or make it writable")
+    probe_dir(parent, what)
     return p
 
 
@@ -34,6 +58,7 @@ def json_safe(obj):
 
 def write_json(path: str | Path, payload: dict) -> Path:
     p = check_writable(path)
+    assert p is not None
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

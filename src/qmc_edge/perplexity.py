@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import QMCError
-from .model_io import model_device
+from .torch_device import model_device
 
 WIKITEXT_REL = Path("shared/data/wikitext-2-raw/wiki.test.raw")
 
@@ -47,9 +47,13 @@ def load_text(path: str | None = None, allow_hub: bool = True) -> TextSource:
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise QMCError(f"{path} is not UTF-8 text") from None
+            raise QMCError(f"--text {path}: not UTF-8 text; give a UTF-8 text file") from None
+        except OSError as exc:
+            raise QMCError(
+                f"--text {path}: cannot be read ({exc.strerror or exc}); give a readable text file"
+            ) from None
         if not text.strip():
-            raise QMCError(f"{path} is empty")
+            raise QMCError(f"--text {path}: the file is empty; give a text file with content")
         label = "wikitext-2-raw test" if p.name == "wiki.test.raw" else f"text file {p.name}"
         return TextSource(text, label, str(p))
     for cand in _wikitext_candidates():

@@ -11,13 +11,10 @@ import typer
 
 
 def _quantize(lm, spec, progress=None):
-    """quantize_model with the tokenizer where it takes one (calibrated methods such as GPTQ need it)."""
-    import inspect
-
+    """quantize_model with the model's tokenizer (calibrated methods such as GPTQ need it)."""
     from ..quantize_model import quantize_model
 
-    kw = {"tokenizer": lm.tokenizer} if "tokenizer" in inspect.signature(quantize_model).parameters else {}
-    return quantize_model(lm.model, spec, progress, **kw)
+    return quantize_model(lm.model, spec, progress, tokenizer=lm.tokenizer)
 
 
 def _read_model(lm, method: str, noise_seed: int | None, spec_over: dict | None = None):
@@ -43,34 +40,24 @@ def _read_model(lm, method: str, noise_seed: int | None, spec_over: dict | None 
     if noise_seed is not None and not qspec.noisy:
         notes.append(f"{qspec.name} reads are deterministic; --noise-seed ignored")
         noise_seed = None
-    params = dict(lm.model.named_parameters(remove_duplicate=False))
-    import torch
-
-    with torch.no_grad():
-        if noise_seed is None:
-            for name, qt in qm.tensors.items():
-                params[name].copy_(qt.dequantize().to(params[name].dtype))
-            for name, w in getattr(qm, "overrides", {}).items():  # e.g. AWQ's folded norms
-                params[name].copy_(w)
-        else:
-            qm.realise(lm.model, noise_seed)
+    qm.realise(lm.model, noise_seed)  # None: the noise-free read (AWQ's folded norms included)
     return spec, qm, notes
 
 
 def register(app: typer.Typer) -> None:
     """Add the artifact commands to the main `qmc` app."""
-    from ..cli import JsonOpt, ModelOpt
+    from ..cli_common import BitsOpt, CellOpt, EmbOpt, GroupOpt, JsonOpt, ModelOpt, RhoOpt
 
     @app.command("export")
     def export_cmd(
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="artifact directory to write")],
         method: Annotated[str, typer.Option("--method", "-m", help="method or preset; fp = dense FP16")] = "qmc3",
         model: ModelOpt = None,
-        bits: Annotated[int | None, typer.Option(help="inlier bits (2, 3, 4)")] = None,
-        group_size: Annotated[int | None, typer.Option(help="group size, 0 = per channel")] = None,
-        rho: Annotated[float | None, typer.Option(help="outlier share per tensor (qmc)")] = None,
-        cell_bits: Annotated[int | None, typer.Option(help="bits per ReRAM cell")] = None,
-        embeddings: Annotated[bool, typer.Option("--quantize-embeddings", help="quantize embeddings/head too")] = False,
+        bits: BitsOpt = None,
+        group_size: GroupOpt = None,
+        rho: RhoOpt = None,
+        cell_bits: CellOpt = None,
+        embeddings: EmbOpt = False,
         dense_dtype: Annotated[
             str, typer.Option(help="unquantized tensors: float16 (as the storage report counts), bfloat16, float32")
         ] = "float16",
@@ -78,18 +65,32 @@ def register(app: typer.Typer) -> None:
         json_path: JsonOpt = None,
     ) -> None:
         """Quantize a model and write it as a packed artifact (ReRAM image, MRAM outlier table, scales)."""
-        from ..cli import _env, _errors, _load, _progress, _spec, console, out
+        from contextlib import ExitStack
+
+        from ..cli_common import console, out
+        from ..cli_common import errors as _errors
+        from ..cli_common import load as _load
+        from ..cli_common import progress_bars as _progress
+        from ..cli_common import run_env as _env
+        from ..cli_common import spec_from_flags as _spec
         from ..jsonio import check_writable, write_json
         from .export import DENSE_DTYPES, check_destination, export_artifact
+        from .fsutil import export_lock
         from .load import ArtifactModel
 
-        with _errors():
+        def _note(note: str) -> None:  # what the stale cleanup of --out did
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+        with _errors(), ExitStack() as stack:
             spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
             if dense_dtype not in DENSE_DTYPES:
                 raise ValueError(f"unknown --dense-dtype {dense_dtype!r}; use one of: {', '.join(DENSE_DTYPES)}")
             check_destination(out_dir.expanduser(), force)
             if json_path:
                 check_writable(json_path)
+            # Held from here, before the model loads, until the artifact is in place: a second
+            # export to the same --out is refused at once instead of after its quantization.
+            stack.enter_context(export_lock(out_dir.expanduser(), force, check_destination, _note))
             lm = _load(model)
             if isinstance(lm, ArtifactModel) and lm.quantized is not None:
                 console.print(f"[yellow]note:[/] re-quantizing the artifact's dequantized weights with {spec.name}")
@@ -98,6 +99,7 @@ def register(app: typer.Typer) -> None:
                 res = export_artifact(
                     lm, spec, qm, out_dir, dense_dtype, force, lambda i, n: prog(f"export {out_dir}", i, n)
                 )
+            stack.close()  # the lock, now the artifact is in place
             _print_summary(out, _summary_of(res))
             out.print(f"exported {spec.name} to {res.path} in {res.seconds:.1f} s")
             if json_path:
@@ -110,7 +112,8 @@ def register(app: typer.Typer) -> None:
         json_path: JsonOpt = None,
     ) -> None:
         """Check every file of an artifact (checksums, shapes, dtypes, codes) and print its summary."""
-        from ..cli import _errors, out
+        from ..cli_common import errors as _errors
+        from ..cli_common import out
         from ..jsonio import check_writable, write_json
         from .load import verify_artifact
 
@@ -130,25 +133,31 @@ def register(app: typer.Typer) -> None:
         model: ModelOpt = None,
         method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
         noise_seed: Annotated[
-            int | None, typer.Option(help="device-noise realisation to read; default: the noise-free read")
+            int | None,
+            typer.Option("--noise-seed", help="device-noise realisation to read; default: the noise-free read"),
         ] = None,
         max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per prompt")] = 64,
         sample: Annotated[bool, typer.Option("--sample/--greedy", help="sampling or greedy decoding")] = False,
         temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.8,
         top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 0.95,
         top_k: Annotated[int, typer.Option(help="top-k for sampling, 0 = off")] = 50,
-        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        seed: Annotated[int, typer.Option("--sample-seed", help="sampling seed (with --sample)")] = 0,
         chat: Annotated[bool, typer.Option("--chat", help="wrap prompts in the tokenizer's chat template")] = False,
         json_path: JsonOpt = None,
     ) -> None:
         """Generate text from any loadable model (reference, quantized, artifact), streamed to the terminal."""
-        from ..cli import _env, _errors, _load, console, out
+        from ..cli_common import console, out
+        from ..cli_common import errors as _errors
+        from ..cli_common import load as _load
+        from ..cli_common import run_env as _env
         from ..jsonio import check_writable, write_json
         from .generate import GenerationSettings, generate_text
 
         with _errors():
             settings = GenerationSettings(max_new_tokens, sample, temperature, top_p, top_k, seed, chat)
             settings.check()
+            if noise_seed is not None and noise_seed < 0:
+                raise ValueError(f"--noise-seed must be >= 0, got {noise_seed}")
             if json_path:
                 check_writable(json_path)
             lm = _load(model)
@@ -157,7 +166,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[yellow]note:[/] {n}", highlight=False)
             read = "noise-free read" if noise_seed is None or not (qm and qm.spec.noisy) else f"noise seed {noise_seed}"
             what = qm.spec.name if qm is not None else spec.name
-            mode = f"sampling (seed {seed}, T={temperature}, top-p {top_p})" if sample else "greedy"
+            mode = f"sampling (sample seed {seed}, T={temperature}, top-p {top_p})" if sample else "greedy"
             console.print(f"{what}, {read}, {mode}", highlight=False)
             results = []
             for prompt in prompts:
@@ -182,7 +191,9 @@ def register(app: typer.Typer) -> None:
         out_dir: Annotated[Path, typer.Option("--out", "-o", help="HF checkpoint folder to write")],
         model: ModelOpt = None,
         method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
-        noise_seed: Annotated[int | None, typer.Option(help="bake this device-noise realisation in")] = None,
+        noise_seed: Annotated[
+            int | None, typer.Option("--noise-seed", help="bake this device-noise realisation in")
+        ] = None,
         dtype: Annotated[
             str, typer.Option(help="float32 keeps the dequantized values exact; float16/bfloat16 round them")
         ] = "float32",
@@ -190,15 +201,24 @@ def register(app: typer.Typer) -> None:
         json_path: JsonOpt = None,
     ) -> None:
         """Save the dequantized (optionally noise-realised) weights as a standard HF checkpoint."""
-        from ..cli import _env, _errors, _load, console, out
-        from ..jsonio import check_writable, write_json
-        from .hf_export import export_hf
+        from contextlib import ExitStack
 
-        with _errors():
+        from ..cli_common import console, out
+        from ..cli_common import errors as _errors
+        from ..cli_common import load as _load
+        from ..cli_common import run_env as _env
+        from ..jsonio import check_writable, write_json
+        from .fsutil import export_lock
+        from .hf_export import check_hf_destination, check_hf_options, export_hf
+
+        def _note(note: str) -> None:  # what the stale cleanup of --out did
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+        with _errors(), ExitStack() as stack:
+            check_hf_options(out_dir.expanduser(), dtype, force)  # before the model loads
             if json_path:
                 check_writable(json_path)
-            if not out_dir.expanduser().parent.exists():
-                raise ValueError(f"cannot export to {out_dir}: its parent folder does not exist; create it first")
+            stack.enter_context(export_lock(out_dir.expanduser(), force, check_hf_destination, _note))
             lm = _load(model)
             spec, qm, notes = _read_model(lm, method, noise_seed)
             for n in notes:
@@ -206,6 +226,7 @@ def register(app: typer.Typer) -> None:
             if dtype != "float32":
                 console.print(f"[yellow]note:[/] {dtype} rounds the dequantized weights; float32 keeps them exact")
             path = export_hf(lm.model, lm.tokenizer, out_dir, dtype, force)
+            stack.close()  # the lock, now the checkpoint is in place
             what = qm.spec.name if qm is not None else spec.name
             read = "noise-free" if noise_seed is None or not (qm and qm.spec.noisy) else f"noise seed {noise_seed}"
             out.print(f"wrote HF checkpoint of {what} ({read}, {dtype}) to {path}")

@@ -1,9 +1,13 @@
 """Write a QMC artifact directory atomically (see :mod:`qmc_edge.artifact` for the layout).
 
-The directory is built under a hidden sibling name (``.NAME.tmp-XXXX``), every file is fsynced,
-the manifest is written last, and only then is the directory renamed to NAME. An interrupted export
-therefore leaves at most a hidden temp directory without a manifest, never a NAME that looks
-complete. An existing NAME is replaced only when it is itself an artifact and ``force`` is given.
+The directory is built under a hidden sibling name (``.NAME.tmp-PID-XXXXXXXX``), every file is
+fsynced, the manifest is written last, and only then is the directory renamed to NAME (with
+``--force``, atomically swapped with the old NAME). An interrupted export therefore never leaves a
+NAME that looks complete unless it is the old or the new artifact; its temp directory is removed on
+any exception, KeyboardInterrupt and SIGTERM included, and one left by a killed process is removed by
+the next export to NAME. An existing NAME is replaced only when it is itself an artifact and
+``force`` is given. Exports to one NAME are serialised by a lock (``.NAME.lock``): see
+:mod:`qmc_edge.artifact.fsutil`.
 """
 
 from __future__ import annotations
@@ -12,11 +16,10 @@ import datetime as _dt
 import math
 import os
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -26,10 +29,23 @@ import torch
 from ..cells import codes_to_cells
 from ..errors import QMCError
 from ..jsonio import json_safe
+from ..loaded import LoadedModel
 from ..methods import MethodSpec
-from ..model_io import LoadedModel
+from ..qmodel import QuantizedModel
 from ..qtensor import QuantizedTensor
-from ..quantize_model import QuantizedModel, storage_report
+from ..quantize_model import storage_report
+from .fsutil import (
+    check_parent,
+    deferred_signals,
+    discard_temp_dir,
+    done_temp_dir,
+    exchange,
+    export_lock,
+    new_temp_dir,
+    remove_path,
+    rename_noreplace,
+    sibling_prefix,
+)
 from .manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -53,6 +69,7 @@ class ExportResult:
     path: Path
     manifest: Manifest
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what the stale cleanup of the destination did
 
     @property
     def packed_bytes(self) -> int:
@@ -239,9 +256,10 @@ def _file_entry(path: Path) -> FileEntry:
 
 
 def check_destination(out: Path, force: bool) -> None:
-    """Refuse to write over anything that is not an artifact, or over an artifact without ``force``."""
-    if not out.parent.exists():
-        raise QMCError(f"cannot export to {out}: folder {out.parent} does not exist; create it first")
+    """Refuse to write over anything that is not an artifact, or over an artifact without ``force``;
+    refuse a destination whose folder is missing or not writable. Cheap: call it before loading."""
+    out = Path(out).expanduser()
+    check_parent(out)
     if out.exists() or out.is_symlink():
         if not out.is_dir() or not (out / MANIFEST_NAME).is_file():
             raise QMCError(f"{out} exists and is not a qmc artifact; choose another --out or remove it")
@@ -270,6 +288,14 @@ def export_artifact(
     if (qm is None) != (spec.method == "fp"):
         raise QMCError(f"method {spec.name} needs {'no ' if spec.method == 'fp' else 'a '}quantized model to export")
     check_destination(out, force)
+    with export_lock(out, force, check_destination) as lock:
+        res = _write_artifact(lm, spec, qm, out, dense_dtype, progress, t0)
+    res.notes = list(lock.notes)
+    return res
+
+
+def _write_artifact(lm, spec, qm, out: Path, dense_dtype: str, progress, t0: float) -> ExportResult:
+    """The body of :func:`export_artifact`, with the destination's lock held."""
     from safetensors.torch import save_file
 
     model = lm.model
@@ -341,7 +367,7 @@ def export_artifact(
         fsync_path(tmp)
         replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_temp_dir(tmp)
         raise
     if progress:
         progress(len(qtensors) + 1, len(qtensors) + 1)
@@ -349,28 +375,53 @@ def export_artifact(
 
 
 def make_temp_dir(out: Path) -> Path:
-    """A hidden sibling of ``out`` to build in, with the permissions a plain mkdir would give
-    (mkdtemp makes it private, which the renamed result would keep)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
+    """A hidden sibling ``.NAME.tmp-PID-XXXXXXXX`` of ``out`` to build in (see fsutil.new_temp_dir)."""
+    return new_temp_dir(out)
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an old artifact at ``out`` is moved aside first and then deleted."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    """Move the finished ``tmp`` to ``out``; an old artifact at ``out`` is replaced and deleted.
+
+    With an old ``out``: ``renameat2(RENAME_EXCHANGE)`` swaps the two at once, so ``out`` always
+    holds the complete old or the complete new directory; the old one, now at ``tmp``, is deleted.
+    Where the exchange is unavailable, ``out`` is renamed to ``.NAME.old-PID-*`` and ``tmp`` to
+    ``out`` (a kill between the two is undone by the next export, see fsutil.clean_stale).
+    If this raises, ``out`` is as it was and the new directory is back at ``tmp``. Signals wait
+    until the renames are done."""
+    with deferred_signals():
+        if not (out.exists() or out.is_symlink()):
+            try:
+                rename_noreplace(tmp, out)
+            except FileExistsError:
+                raise QMCError(
+                    f"{out} appeared while exporting (not made by qmc); the new artifact is not saved"
+                ) from None
+            try:
+                fsync_path(out.parent)
+            except BaseException:
+                os.rename(out, tmp)
+                raise
+            done_temp_dir(tmp)
+            return
+        if exchange(tmp, out):  # out: the new artifact; tmp: the old one
+            try:
+                fsync_path(out.parent)
+            except BaseException:
+                exchange(tmp, out)
+                raise
+            remove_path(tmp)
+            done_temp_dir(tmp)
+            return
+        old = Path(tempfile.mkdtemp(prefix=sibling_prefix(out, "old"), dir=out.parent))
         old.rmdir()
         os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
+        try:
+            os.rename(tmp, out)
+            fsync_path(out.parent)
+        except BaseException:
+            if not os.path.lexists(tmp):
+                os.rename(out, tmp)
             os.rename(old, out)
-        raise
-    fsync_path(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            raise
+        done_temp_dir(tmp)
+        remove_path(old)

@@ -37,6 +37,8 @@ class GenerationSettings:
             raise QMCError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise QMCError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        if self.seed < 0:
+            raise QMCError(f"--sample-seed must be >= 0, got {self.seed}")
 
 
 @dataclass

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,10 +29,10 @@ from pydantic import ValidationError
 
 from ..cells import cells_per_code, cells_to_codes, codes_to_cells
 from ..errors import QMCError
-from ..methods import MethodSpec
-from ..model_io import LoadedModel
+from ..loaded import LoadedModel
+from ..methods import MethodSpec, spec_from_dict
+from ..qmodel import QuantizedModel
 from ..qtensor import OutlierTable, QuantizedTensor
-from ..quantize_model import QuantizedModel
 from ..uniform import UniformCodes
 from .export import decode_scale
 from .manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Manifest, TensorEntry, body_checksum, manifest_text
@@ -116,6 +118,11 @@ def read_manifest(root: Path) -> Manifest:
         ver = raw.get("format_version")
         if not isinstance(ver, int) or isinstance(ver, bool) or ver < 1:
             raise _Bad(f"format_version {ver!r} is not a positive integer")
+        if ver < FORMAT_VERSION:
+            raise QMCError(
+                f"{mpath}: artifact format version {ver} was written by an older qmc-edge whose method "
+                f"options this one no longer reads (it reads version {FORMAT_VERSION}); re-export the artifact"
+            )
         if ver > FORMAT_VERSION:
             raise QMCError(
                 f"{mpath}: artifact format version {ver} is newer than this qmc-edge reads "
@@ -142,7 +149,9 @@ def _sha256(path: Path) -> str:
 
 
 def check_files(root: Path, manifest: Manifest) -> None:
-    """Every listed file is present, inside the directory, of the recorded size and sha256."""
+    """Every listed file is present, inside the directory, of the recorded size and sha256; and the
+    directory holds nothing else (an added tokenizer file such as added_tokens.json or
+    special_tokens_map.json would silently change tokenization, so no unlisted file is trusted)."""
     for name, entry in manifest.files.items():
         pp = PurePosixPath(name)
         if pp.is_absolute() or ".." in pp.parts or name == MANIFEST_NAME:
@@ -156,6 +165,23 @@ def check_files(root: Path, manifest: Manifest) -> None:
                 raise _Bad(f"size {size} bytes, manifest says {entry.size} (truncated or changed)")
             if _sha256(path) != entry.sha256:
                 raise _Bad("sha256 mismatch")
+    check_unlisted(root, manifest)
+
+
+def check_unlisted(root: Path, manifest: Manifest) -> None:
+    """Refuse any file or directory under ``root`` that the manifest does not list (manifest.json
+    itself and the folders of listed files aside)."""
+    listed = set(manifest.files) | {MANIFEST_NAME}
+    folders = {p.as_posix() for n in manifest.files for p in PurePosixPath(n).parents if p.as_posix() != "."}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        entries = [(n, listed) for n in filenames] + [(n, folders) for n in dirnames]
+        for name, allowed in sorted(entries):
+            rel = (here / name).as_posix()
+            if rel in allowed:
+                continue
+            raise QMCError(f"{root / rel}: not listed in the manifest; remove it or re-export the artifact")
 
 
 def _load_safetensors(root: Path, name: str, expected: dict[str, tuple[torch.dtype, tuple[int, ...]]]):
@@ -227,6 +253,27 @@ def _check_entry(e: TensorEntry) -> None:
         raise _Bad(f"tensor {e.name}: packed zero points need 1..16 bits")
     if e.outliers is not None and not 0 <= e.outliers.count <= out_f * in_f:
         raise _Bad(f"tensor {e.name}: {e.outliers.count} outliers do not fit shape {e.shape}")
+
+
+def _check_against_spec(spec: MethodSpec, e: TensorEntry) -> None:
+    """The manifest's method options and its tensor entries must tell the same story: a resealed edit
+    of one (cell bits 3 -> 2, method qmc -> rtn) would otherwise change how the cells are read."""
+    o = e.outliers
+    have = {
+        "code_memory": e.code_memory,
+        "meta_memory": e.meta_memory,
+        "cell_bits": e.cell_bits,
+        "bits": e.bits,
+        "group_size": e.group_size,
+        "scale_bits": e.scale_bits,
+        "outlier_bits": o.bits if o is not None and o.count else None,
+        "outliers": o.count if o is not None else 0,
+    }
+    for key, want in spec.expected_layout(e.shape).items():
+        if key in have and have[key] != want:
+            raise _Bad(
+                f"tensor {e.name}: {key}={have[key]} in its entry, but method {spec.name!r} implies {key}={want}"
+            )
 
 
 def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]]) -> QuantizedTensor:
@@ -304,14 +351,17 @@ def read_artifact(path: str | os.PathLike) -> ArtifactContents:
     manifest = read_manifest(root)
     with _file(root, MANIFEST_NAME):
         try:
-            spec = MethodSpec.model_validate(manifest.method)
-        except ValidationError as exc:
-            raise _Bad(f"invalid method options ({exc.errors()[0]['msg']})") from None
+            spec = spec_from_dict(manifest.method)
+        except ValueError as exc:
+            raise _Bad(f"invalid method options ({exc})") from None
         names = [e.name for e in manifest.tensors] + [d.name for d in manifest.dense]
         if len(set(names)) != len(names):
             raise _Bad("a tensor is listed twice")
+        if manifest.method_name != spec.name:
+            raise _Bad(f"method_name {manifest.method_name!r} does not match the method options ({spec.name!r})")
         for e in manifest.tensors:
             _check_entry(e)
+            _check_against_spec(spec, e)
         if "config.json" not in manifest.files:
             raise _Bad("config.json is not listed")
         if (spec.method == "fp") != (not manifest.tensors):
@@ -388,21 +438,67 @@ def build_model(c: ArtifactContents) -> tuple[torch.nn.Module, dict[str, torch.T
     return model, clean
 
 
+def _load_tokenizer(c: ArtifactContents):
+    """The tokenizer, read from copies of the listed files only (checked again after copying), so
+    that a file added or changed after verification cannot change how text is tokenized."""
+    from transformers import AutoTokenizer
+
+    names = [n for n in c.manifest.files if not n.endswith(".safetensors")]
+    if not any(PurePosixPath(n).name.startswith("tokenizer") for n in names):
+        return None
+    with tempfile.TemporaryDirectory(prefix="qmc-tokenizer-") as d:
+        for n in names:
+            dst = Path(d) / n
+            with _file(c.root, n):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(c.root / n, dst)
+                if _sha256(dst) != c.manifest.files[n].sha256:
+                    raise _Bad("changed while loading (sha256 mismatch)")
+        with _file(c.root, "tokenizer.json"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = AutoTokenizer.from_pretrained(d)
+    tok.name_or_path = str(c.root)
+    return tok
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= 1e-9 * max(abs(a), 1.0)
+    return a == b
+
+
+def _check_model_against_spec(c: ArtifactContents, model: torch.nn.Module, qm: QuantizedModel | None) -> None:
+    """The quantized tensors are exactly the ones the method quantizes in this model, and the storage
+    report recomputed from the decoded tensors is the one the manifest carries."""
+    from ..jsonio import json_safe
+    from ..quantize_model import storage_report, target_weights
+
+    where = c.root / MANIFEST_NAME
+    if qm is not None:
+        want = set(target_weights(model, c.spec.quantizes_embeddings))
+        extra, missing = sorted(set(qm.tensors) - want), sorted(want - set(qm.tensors))
+        if extra or missing:
+            what = f"{extra[0]!r} is quantized but the method does not" if extra else f"{missing[0]!r} is not quantized"
+            raise QMCError(f"{where}: {what} quantize it for {c.spec.name}; the artifact was edited, re-export it")
+    report = json_safe(storage_report(model, c.spec, qm))
+    if not _same(report, c.manifest.storage_report):
+        raise QMCError(
+            f"{where}: storage_report does not match the stored tensors; the artifact was edited, re-export it"
+        )
+
+
 def load_artifact(path: str | os.PathLike, noise_seed: int | None = None) -> ArtifactModel:
     """Verify and load an artifact as a working torch model (dequantized; with ``noise_seed``, one
     device-noise realisation drawn exactly as ``QuantizedModel.realise(model, noise_seed)`` would)."""
-    from transformers import AutoTokenizer
-
     c = read_artifact(path)
     model, clean = build_model(c)
     qm = None
     if c.tensors:
         qm = QuantizedModel(c.spec, c.tensors, c.manifest.quantize_seconds, clean)
-    tok = None
-    if any(n.startswith("tokenizer") for n in c.manifest.files):
-        with _file(c.root, "tokenizer.json"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tok = AutoTokenizer.from_pretrained(str(c.root))
+    _check_model_against_spec(c, model, qm)
+    tok = _load_tokenizer(c)
     m = c.manifest
     note = f"QMC artifact: {m.method_name} of {m.model_source}"
     if not m.dense_exact:

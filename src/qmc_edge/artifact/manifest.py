@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT_NAME = "qmc-edge-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: method options per method (registry); 1: one flat option set
 MANIFEST_NAME = "manifest.json"
 
 
@@ -91,7 +91,7 @@ class Manifest(_Strict):
     storage_report: dict
     packed_bytes: int  # the tensor files (header included), to compare with storage_report model_MB
     libraries: dict[str, str]
-    tensors: list[TensorEntry]  # in the QuantizedModel's order: noise seeds depend on it
+    tensors: list[TensorEntry]  # noise streams are keyed by tensor name, so the order changes nothing
     dense: list[DenseEntry]
     files: dict[str, FileEntry]
     checksum: str = ""

@@ -78,45 +78,105 @@ def headline_table(rows: list[dict], title: str):
     return t
 
 
-def _arch_for_report(data: dict, arch_opt: str | None):
+def _arch_for_report(data: dict, arch_opt: str | None, source: object = "the report"):
+    from ..errors import QMCError
     from .arch import resolve_arch
 
     if arch_opt:
         return resolve_arch(arch_opt)
-    model = str(data.get("model") or "")
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise QMCError(f"report {source}: 'model' must be a string (the model path), got {type(model).__name__}")
+    model = model or ""
     if model.endswith(".gguf") and "SmolLM2-135M" in model:
         return resolve_arch(EMBEDDED_ARCH)
-    if model and Path(model).is_dir():
+    try:
+        is_dir = bool(model) and Path(model).is_dir()
+    except (OSError, ValueError):  # a path with a NUL byte, one that cannot be examined
+        is_dir = False
+    if is_dir:
         return resolve_arch(model)
-    from ..errors import QMCError
-
-    raise QMCError(f"cannot tell the architecture of the report's model {model!r}; pass --arch NAME_OR_CONFIG")
+    raise QMCError(
+        f"report {source}: cannot tell the architecture of the report's model {model!r}; pass --arch NAME_OR_CONFIG"
+    )
 
 
 def _costs_from_reports(paths: list[Path], arch_opt: str | None):
+    """Method costs from `qmc quantize --json` files; a file of any other shape is one QMCError line."""
+    import math
+
     from ..errors import QMCError
     from .system import MethodCost
+
+    def number(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    def check_storage(st: object, p: Path) -> None:
+        need = "expected a file written by `qmc quantize --json FILE`"
+        if not isinstance(st, dict):
+            got = "null" if st is None else type(st).__name__
+            raise QMCError(f"report {p}: 'storage' must be an object (the storage report), got {got}; {need}")
+        for key in ("quantized_params", "bits_by_memory", "bits_by_component"):
+            if key not in st:
+                raise QMCError(f"report {p}: 'storage' lacks {key!r}; {need}")
+        if not number(st["quantized_params"]):
+            raise QMCError(f"report {p}: storage.quantized_params must be a number >= 0; {need}")
+        for key in ("bits_by_memory", "bits_by_component"):
+            m = st[key]
+            if not isinstance(m, dict) or not all(number(v) for v in m.values()):
+                raise QMCError(f"report {p}: storage.{key} must map names to finite numbers >= 0; {need}")
+        cell = st.get("reram_bits_per_cell")
+        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int) or cell < 1):
+            raise QMCError(f"report {p}: storage.reram_bits_per_cell must be null or an integer >= 1; {need}")
 
     costs, arch = {}, None
     for p in paths:
         try:
-            data = json.loads(Path(p).read_text(encoding="utf-8"))
+            raw = Path(p).read_bytes()
         except FileNotFoundError:
             raise QMCError(f"report not found: {p}") from None
+        except IsADirectoryError:
+            raise QMCError(f"report {p} is a directory; pass the file written by `qmc quantize --json FILE`") from None
+        except OSError as exc:
+            raise QMCError(f"report {p}: cannot read it ({exc.strerror or exc}); check its permissions") from None
+        binary = QMCError(
+            f"report {p} is binary or not UTF-8, not JSON text; pass the file written by `qmc quantize --json FILE`"
+        )
+        if b"\0" in raw:
+            raise binary
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise binary from None
         except json.JSONDecodeError as exc:
-            raise QMCError(f"report {p} is not JSON ({exc.msg} at line {exc.lineno})") from None
+            raise QMCError(
+                f"report {p} is not JSON ({exc.msg} at line {exc.lineno}); "
+                "pass the file written by `qmc quantize --json FILE`"
+            ) from None
+        except (ValueError, RecursionError) as exc:  # numbers beyond the int limit, absurd nesting
+            raise QMCError(f"report {p} is not a usable JSON file ({type(exc).__name__}); rewrite it") from None
         if not isinstance(data, dict) or "storage" not in data:
             raise QMCError(f"report {p} has no 'storage' section; write it with `qmc quantize --json FILE`")
-        a = _arch_for_report(data, arch_opt)
+        spec = data.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise QMCError(f"report {p}: 'spec' must be an object, got {type(spec).__name__}; rewrite the report")
+        spec = spec or {}
+        a = _arch_for_report(data, arch_opt, p)
         if arch is not None and a.name != arch.name:
-            raise QMCError(f"reports are for different architectures ({arch.name}, {a.name}); pass --arch")
+            raise QMCError(f"reports are for different architectures ({arch.name}, {a.name} in {p}); pass --arch")
         arch = a
         name = str(data.get("method") or Path(p).stem)
-        if (data.get("spec") or {}).get("method") == "fp":
+        if spec.get("method") == "fp":
             costs["FP16"] = MethodCost.fp16()
             continue
-        cost = MethodCost.from_report(name, data["storage"], a)
-        qe = (data.get("spec") or {}).get("quantize_embeddings")
+        check_storage(data["storage"], p)
+        try:
+            cost = MethodCost.from_report(name, data["storage"], a)
+        except QMCError as exc:
+            raise QMCError(f"report {p}: {exc}") from None
+        qe = spec.get("quantize_embeddings")
+        if qe is not None and not isinstance(qe, bool):
+            raise QMCError(f"report {p}: spec.quantize_embeddings must be true, false or null")
         if qe is not None and qe != cost.quantized_embeddings:
             cost = MethodCost(
                 name, cost.bits_per_weight, cost.components_per_weight, bool(qe), cost.cell_bits, cost.source
@@ -126,7 +186,8 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
 
 
 def _costs_from_model(model: str | None, methods: list[str]):
-    from ..cli import _load, _progress
+    from ..cli_common import load as _load
+    from ..cli_common import progress_bars as _progress
     from ..methods import parse_method
     from ..quantize_model import quantize_model, storage_report
     from .arch import from_model
@@ -169,7 +230,9 @@ def deploy(
     plots: Annotated[Path | None, typer.Option("--plots", help="folder for the breakdown PNG")] = None,
 ) -> None:
     """Deployment model: footprint, off-chip bytes, energy, latency and area per token, vs FP16."""
-    from ..cli import _env, _errors, out
+    from ..cli_common import check_output_dir, out
+    from ..cli_common import errors as _errors
+    from ..cli_common import run_env as _env
     from ..errors import QMCError
     from ..jsonio import check_writable, write_json
     from . import plots as plotmod
@@ -179,10 +242,8 @@ def deploy(
     with _errors():
         wl = Workload(prompt_len=prompt_len, gen_len=gen_len, batch=batch)
         plats = resolve_platforms(platforms or DEFAULT_PLATFORMS)
-        if json_path:
-            check_writable(json_path)
-        if plots is not None and not plots.is_dir():
-            raise QMCError(f"--plots {plots}: folder does not exist; create it first")
+        check_writable(json_path)
+        check_output_dir(plots, "--plots")
         if reports:
             if methods or model:
                 raise QMCError("--report replaces quantizing: do not combine it with --model/--method")

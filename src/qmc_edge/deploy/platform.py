@@ -8,18 +8,40 @@ sweep (:func:`qmc_edge.deploy.system.sensitivity`).
 
 Validation errors are one line naming the file and the field, e.g.
 ``platform qmc_hetero.yaml: tiers.reram.read_pj_per_bit: must be > 0``.
+
+Every number must be finite and within sanity bounds, whatever its unit: ``|x| <= 1e12``
+(:data:`MAX_FIGURE`; 1e12 MB, GB/s, pJ/bit, TFLOP/s... is far beyond any edge part) and, for the
+figures that must be > 0 (or in (0, 1]), ``x >= 1e-12`` (:data:`MIN_POSITIVE`). Inside those bounds
+every result of the cost model stays finite, so a typo such as ``1e308`` or ``.nan`` cannot turn every
+ratio into inf/nan/null. A YAML key given twice in one mapping is refused (PyYAML would silently keep
+the last one), and a user file may not take the ``name:`` of a packaged platform: the packaged
+``orin_agx`` is the FP16 baseline of every headline and must not be replaced by an edited copy.
 """
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import QMCError
+
+#: Largest magnitude accepted for any figure, in the figure's own unit (a sanity bound, not physics).
+MAX_FIGURE = 1e12
+#: Smallest value accepted for a figure that must be > 0 (or a fraction in (0, 1]).
+MIN_POSITIVE = 1e-12
 
 
 def _need_source(v: object) -> object:
@@ -28,19 +50,46 @@ def _need_source(v: object) -> object:
     return v
 
 
+def _no_bool(v: object) -> object:
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, got {str(v).lower()}")
+    return v
+
+
 class Figure(BaseModel):
     """One number, where it comes from, and (optionally) the range that the sources span."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     value: float
     source: str
     range: tuple[float, float] | None = None
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_not_bool(cls, v: object) -> object:
+        return _no_bool(v)
+
+    @field_validator("range", mode="before")
+    @classmethod
+    def _range_not_bool(cls, v: object) -> object:
+        if isinstance(v, list | tuple):
+            for x in v:
+                _no_bool(x)
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> Figure:
         if not self.source.strip():
             raise ValueError("source is empty; say where the number comes from")
+        for what, x in [("value", self.value), *(("range", r) for r in self.range or ())]:
+            if not math.isfinite(x):  # allow_inf_nan=False already refuses these; kept as a guard
+                raise ValueError(f"{what} must be a finite number, got {x}")
+            if abs(x) > MAX_FIGURE:
+                raise ValueError(
+                    f"{what} {x:g} is beyond the sanity bound {MAX_FIGURE:g} (in the field's own unit); "
+                    "check the exponent"
+                )
         if self.range is not None:
             lo, hi = self.range
             if not lo <= self.value <= hi:
@@ -51,6 +100,9 @@ class Figure(BaseModel):
 def _positive(f: Figure) -> Figure:
     if f.value <= 0 or (f.range is not None and f.range[0] <= 0):
         raise ValueError("must be > 0")
+    lo = f.range[0] if f.range is not None else f.value
+    if lo < MIN_POSITIVE:
+        raise ValueError(f"{lo:g} is below the sanity bound {MIN_POSITIVE:g} (in the field's own unit)")
     return f
 
 
@@ -64,6 +116,8 @@ def _fraction(f: Figure) -> Figure:
     lo, hi = f.range if f.range is not None else (f.value, f.value)
     if not (0 < f.value <= 1 and 0 < lo and hi <= 1):
         raise ValueError("must be in (0, 1]")
+    if lo < MIN_POSITIVE:
+        raise ValueError(f"{lo:g} is below the sanity bound {MIN_POSITIVE:g}")
     return f
 
 
@@ -222,10 +276,21 @@ def packaged_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def parse_platform(data: object, label: str) -> Platform:
     """Validate already-parsed YAML; errors are one line naming ``label`` and the bad field."""
+    if data is None:
+        raise QMCError(
+            f"platform {label}: the file is empty; write a mapping with name, description, tiers, compute, "
+            "latency and placement (see the packaged platforms)"
+        )
     if not isinstance(data, dict):
-        raise QMCError(f"platform {label}: the file must be a mapping of fields, got {type(data).__name__}")
+        raise QMCError(
+            f"platform {label}: the file must be a mapping of fields (name:, tiers:, ...), got {type(data).__name__}"
+        )
     try:
         return Platform.model_validate(data)
     except ValidationError as exc:
@@ -235,27 +300,118 @@ def parse_platform(data: object, label: str) -> Platform:
             msg = "missing (required)"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling"
-        raise QMCError(f"platform {label}: {_loc(err)}: {msg}") from None
+        elif err["type"] == "finite_number":
+            msg = f"must be a finite number, got {err.get('input')!r}"
+        raise QMCError(_one_line(f"platform {label}: {_loc(err)}: {msg}")) from None
+    except (RecursionError, OverflowError) as exc:  # self-referencing YAML aliases, integers beyond float
+        raise QMCError(f"platform {label}: cannot be validated ({type(exc).__name__}); simplify the file") from None
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges may override keys
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: the base class reports it
+                    continue
+                m = key_node.start_mark
+                if first is not None:
+                    raise _DuplicateKeyError(
+                        f"duplicate key {key!r} at line {m.line + 1}, column {m.column + 1} "
+                        f"(first given at {first}); keep one"
+                    )
+                seen[key] = f"line {m.line + 1}, column {m.column + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return _one_line(f"{exc.problem}{where}")
+    lines = str(exc).strip().splitlines()
+    return _one_line(lines[0]) if lines else type(exc).__name__
+
+
+#: A platform file is a few kB; anything this large is the wrong file.
+MAX_FILE_BYTES = 10 * 2**20
+
+
+def _read_user_file(p: Path, shown: str) -> str:
+    hint = f"packaged platforms: {', '.join(packaged_names())}"
+    if p.is_dir():
+        raise QMCError(f"platform {shown}: is a directory; pass a platform YAML file, or one of the {hint}")
+    if not p.is_file():
+        if p.exists():
+            raise QMCError(f"platform {shown}: not a regular file; pass a platform YAML file, or one of the {hint}")
+        raise QMCError(f"platform file not found: {shown}; {hint}")
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise QMCError(
+            f"platform {shown}: cannot read it ({_one_line(exc.strerror or exc)}); check the path and its permissions"
+        ) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise QMCError(f"platform {shown}: larger than {MAX_FILE_BYTES // 2**20} MiB; pass a platform YAML file")
+    if b"\0" in raw:
+        raise QMCError(f"platform {shown}: binary data, not a YAML text file; pass a platform YAML file ({hint})")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise QMCError(
+            f"platform {shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
+
+
+def _is_packaged_file(p: Path, name: str) -> bool:
+    try:
+        return Path(str(resources.files("qmc_edge") / "platforms" / f"{name}.yaml")).resolve() == p.resolve()
+    except OSError:
+        return False
 
 
 def load_platform(spec: str | Path) -> Platform:
-    """A packaged platform by name (``qmc_hetero``, ``orin_agx``...) or a YAML file by path."""
+    """A packaged platform by name (``qmc_hetero``, ``orin_agx``...) or a YAML file by path.
+
+    A string naming a packaged platform is always the packaged one (write ``./orin_agx`` for a file of
+    that name); a :class:`~pathlib.Path`, a ``.yaml``/``.yml`` name or any other existing path is a
+    file. A file may not reuse a packaged platform's ``name:``: results are keyed by that name and the
+    packaged ``orin_agx`` is the FP16 baseline, so an edited copy under the same name would silently
+    replace it. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
     text_spec = str(spec)
-    p = Path(text_spec).expanduser()
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise QMCError(f"platform file not found: {text_spec}; packaged platforms: {', '.join(packaged_names())}")
-        label, raw = p.name, p.read_text(encoding="utf-8")
+    packaged = packaged_names()
+    if isinstance(spec, str) and spec in packaged:
+        res = resources.files("qmc_edge") / "platforms" / f"{spec}.yaml"
+        label, raw, user = f"{spec}.yaml", res.read_text(encoding="utf-8"), None
     else:
-        res = resources.files("qmc_edge") / "platforms" / f"{text_spec}.yaml"
-        if not res.is_file():
-            raise QMCError(
-                f"unknown platform {text_spec!r}; use a YAML file path or one of: {', '.join(packaged_names())}"
-            )
-        label, raw = f"{text_spec}.yaml", res.read_text(encoding="utf-8")
+        p = Path(text_spec).expanduser()
+        if not (isinstance(spec, Path) or p.suffix in (".yaml", ".yml") or "/" in text_spec or p.exists()):
+            raise QMCError(f"unknown platform {text_spec!r}; use a YAML file path or one of: {', '.join(packaged)}")
+        label, raw, user = text_spec, _read_user_file(p, text_spec), p
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise QMCError(f"platform {label}: not valid YAML ({first})") from None
+        raise QMCError(f"platform {label}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise QMCError(f"platform {label}: nested too deeply to be a platform file") from None
+    if user is not None and isinstance(data, dict):
+        name = data.get("name")
+        if isinstance(name, str) and name in packaged and not _is_packaged_file(user, name):
+            raise QMCError(
+                f"platform {label}: name {name!r} is taken by a packaged platform, which this file must not "
+                f"replace (orin_agx is the FP16 baseline); rename the `name:` field, e.g. to {name}_custom"
+            )
     return parse_platform(data, label)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..model_io import model_device
+from ..torch_device import model_device
 from .data import MCItem
 
 # Padded packed tokens per forward pass; 1024-2048 were fastest on SmolLM2-135M with 2 cores,

@@ -1,0 +1,24 @@
+"""Quantization methods: one module per method behind one interface, registered by name.
+
+A spec is written on the command line as ``name`` or ``name:key=value,key=value`` (e.g.
+``qmc:bits=2,cell_bits=2,rho=0.01``); presets give the rows people usually compare. Each method's
+options are validated by its own class (:mod:`qmc_edge.methods.base`); unknown or inapplicable keys
+are refused with the list of valid ones.
+"""
+
+from . import awq, emem, fp, gptq, hqq, mxint4, qmc, rtn  # noqa: F401  (registers the built-in methods)
+from .base import MethodSpec, TensorMethod
+from .registry import PRESETS, method_class, options, parse_method, register, registered, spec_from_dict, unregister
+
+__all__ = [
+    "PRESETS",
+    "MethodSpec",
+    "TensorMethod",
+    "method_class",
+    "options",
+    "parse_method",
+    "register",
+    "registered",
+    "spec_from_dict",
+    "unregister",
+]

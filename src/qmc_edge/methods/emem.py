@@ -1,0 +1,55 @@
+"""eMEM-naive: RTN codes of the whole tensor (no outlier split) stored in multi-level ReRAM."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import model_validator
+
+from ..baselines import quantize_emem_naive
+from .base import (
+    TensorMethod,
+    bits_field,
+    cell_field,
+    check_bits,
+    check_cells,
+    check_group,
+    embeddings_field,
+    group_field,
+    ideal_field,
+)
+from .registry import register
+from .rtn import group_label
+
+
+@register
+class EMEM(TensorMethod):
+    method: Literal["emem"] = "emem"
+    bits: int = bits_field()
+    group_size: int = group_field()
+    cell_bits: int = cell_field()
+    ideal_memory: bool = ideal_field()
+    quantize_embeddings: bool = embeddings_field()
+
+    summary = "RTN codes of the whole tensor, no outlier split, in multi-level ReRAM"
+    stored_in = "ReRAM, scales in MRAM"
+    shown = frozenset({"bits", "group_size", "cell_bits", "ideal_memory"})
+
+    @model_validator(mode="after")
+    def _check(self) -> EMEM:
+        check_bits(self.bits, (2, 3, 4, 8), "emem")
+        check_group(self.group_size)
+        check_cells(self.cell_bits)
+        return self
+
+    @property
+    def uses_reram(self) -> bool:
+        return True
+
+    def base_name(self) -> str:
+        ideal = " ideal" if self.ideal_memory else ""
+        return f"eMEM-naive {self.bits}b {group_label(self.group_size)} @{self.cell_bits}b/cell{ideal}"
+
+    def quantize_tensor(self, w: torch.Tensor):
+        return quantize_emem_naive(w, self.bits, self.device(), self.group_size or None)

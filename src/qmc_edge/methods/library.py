@@ -1,0 +1,68 @@
+"""What the baselines from maintained libraries (GPTQ, AWQ, HQQ) share: their codes in ideal memory,
+or with ``reram=true`` in multi-level ReRAM with the scales in MRAM (like eMEM-naive)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ..qtensor import QuantizedTensor
+from .base import MethodSpec, bits_field, cell_field, check_bits, check_cells, check_group, group_field, place_in_reram
+from .rtn import group_label
+
+
+class LibraryMethod(MethodSpec):
+    bits: int = bits_field()
+    group_size: int = group_field()
+    reram: bool = Field(False, description="codes in multi-level ReRAM, scales and zero points in MRAM")
+    cell_bits: int | None = cell_field(None)
+    ideal_memory: bool | None = Field(None, description="error-free cells of the same size (with reram=true)")
+
+    shown = frozenset({"bits", "group_size", "reram", "cell_bits", "ideal_memory"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("reram"):
+            data.setdefault("cell_bits", 3)
+            data.setdefault("ideal_memory", False)
+        else:
+            for key in ("cell_bits", "ideal_memory"):
+                if data.get(key) is not None:
+                    raise ValueError(f"{key} applies only with reram=true (codes in ReRAM)")
+        return data
+
+    @model_validator(mode="after")
+    def _check_library(self) -> LibraryMethod:
+        check_bits(self.bits, (2, 3, 4, 8), self.method)
+        check_group(self.group_size)
+        check_cells(self.cell_bits)
+        return self
+
+    def base_name(self) -> str:
+        g = group_label(self.group_size)
+        if self.reram:
+            ideal = " ideal" if self.ideal_memory else ""
+            return f"eMEM-{self.method.upper()} {self.bits}b {g} @{self.cell_bits}b/cell{ideal}"
+        return f"{self.method.upper()}-INT{self.bits} {g}"
+
+    @property
+    def stored_in_text(self) -> str:
+        return "ReRAM, scales in MRAM" if self.reram else "ideal memory"
+
+    @property
+    def uses_reram(self) -> bool:
+        return self.reram
+
+    def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
+        lay = super().expected_layout(shape)
+        lay.pop("group_size", None)  # the library's own grouping convention; its codes are checked on load
+        return lay
+
+    def place(self, qt: QuantizedTensor) -> QuantizedTensor:
+        """Put the library's codes where this spec says: ideal memory, or ReRAM with metadata in MRAM."""
+        return place_in_reram(qt, int(self.cell_bits)) if self.reram else qt

@@ -1,0 +1,196 @@
+"""QMC: outlier split, noise-aware clipping of the inliers, and a rounding strategy for the inliers.
+
+The split and the group ranges are :func:`qmc_edge.qmc.quantize_qmc` (the algorithm); how the inliers
+are then rounded is a strategy the method composes: to nearest (no calibration), or GPTQ's error
+compensation on calibration text (:mod:`qmc_edge.gptq`, "QMC+GPTQ"), which keeps the same storage
+format so storage accounting, artifacts and the deployment model apply unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from ..errors import QMCError
+from ..qmc import quantize_qmc
+from ..qmodel import QuantizedModel
+from ..qtensor import QuantizedTensor
+from ..torch_device import model_device
+from .base import (
+    TensorMethod,
+    cell_field,
+    check_bits,
+    check_cells,
+    check_group,
+    embeddings_field,
+    group_field,
+    ideal_field,
+)
+from .registry import register
+from .rtn import group_label
+
+CALIB_SAMPLES, CALIB_LEN = 64, 512
+
+
+def calib_fields() -> tuple[Any, Any]:
+    return (
+        Field(None, description="calibration windows (default 64; calibrated methods only)"),
+        Field(None, description="tokens per calibration window (default 512; calibrated methods only)"),
+    )
+
+
+def fill_calibration(data: Any, applies: bool, what: str) -> Any:
+    """Before validation: refuse calibration options where they do nothing, fill their defaults where
+    they apply (so a dump of the spec names the calibration actually used)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for key, default in (("calib_samples", CALIB_SAMPLES), ("calib_len", CALIB_LEN)):
+        if applies:
+            if data.get(key) is None:
+                data[key] = default
+        elif data.get(key) is not None:
+            raise ValueError(f"{key} applies only to calibrated methods ({what})")
+    return data
+
+
+def check_calibration(samples: int | None, length: int | None) -> None:
+    if samples is not None and samples < 1:
+        raise ValueError(f"calib_samples must be >= 1, got {samples}")
+    if length is not None and length < 2:
+        raise ValueError(f"calib_len must be >= 2, got {length}")
+
+
+c_samples, c_len = calib_fields()
+
+
+@register
+class QMC(TensorMethod):
+    method: Literal["qmc"] = "qmc"
+    bits: int = Field(3, description="inlier bits: 2, 3 or 4")
+    group_size: int = group_field()
+    cell_bits: int = cell_field()
+    rho: float = Field(0.01, description="outlier share per tensor, in [0, 0.5]")
+    outlier_bits: int = Field(8, description="bits per outlier code in MRAM, 2..16")
+    n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
+    noise_aware: bool = Field(True, description="include device read errors in the clip search")
+    rounding: Literal["nearest", "gptq"] = Field(
+        "nearest", description="inlier rounding: nearest, or gptq (error compensation on calibration text)"
+    )
+    ideal_memory: bool = ideal_field()
+    mram_ber: float = Field(0.0, description="MRAM bit error rate per read of the outlier codes, in [0, 1)")
+    quantize_embeddings: bool = embeddings_field()
+    calib_samples: int | None = c_samples
+    calib_len: int | None = c_len
+
+    summary = "outlier split + noise-aware clipping; rounding=gptq for QMC+GPTQ (calibrated)"
+    stored_in = "inliers in ReRAM, outliers/scales in MRAM"
+    shown = frozenset({"bits", "group_size", "rho", "cell_bits", "noise_aware", "rounding", "ideal_memory"})
+    implied = {"calib_samples": CALIB_SAMPLES, "calib_len": CALIB_LEN}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration(cls, data: Any) -> Any:
+        applies = isinstance(data, dict) and data.get("rounding") == "gptq"
+        return fill_calibration(data, applies, "qmc with rounding=gptq")
+
+    @model_validator(mode="after")
+    def _check(self) -> QMC:
+        check_bits(self.bits, (2, 3, 4), "qmc")
+        check_group(self.group_size)
+        check_cells(self.cell_bits)
+        if not 0.0 <= self.rho <= 0.5:
+            raise ValueError(f"rho must be in [0, 0.5], got {self.rho}")
+        if not 2 <= self.outlier_bits <= 16:
+            raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
+        if self.n_clip < 1:
+            raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
+        if not 0.0 <= self.mram_ber < 1.0:
+            raise ValueError(f"mram_ber must be in [0, 1), got {self.mram_ber}")
+        if self.rounding == "gptq" and self.quantize_embeddings:
+            raise ValueError("rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
+        check_calibration(self.calib_samples, self.calib_len)
+        return self
+
+    def base_name(self) -> str:
+        na = "" if self.noise_aware else " no-NA"
+        ideal = " ideal" if self.ideal_memory else ""
+        qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
+        g = group_label(self.group_size)
+        return f"{qmc} {self.bits}b {g} rho={self.rho:g} @{self.cell_bits}b/cell{na}{ideal}"
+
+    @property
+    def uses_reram(self) -> bool:
+        return True
+
+    @property
+    def calibrated(self) -> bool:
+        return self.rounding == "gptq"
+
+    @property
+    def noisy(self) -> bool:
+        return self.mram_ber > 0 or not self.device().is_ideal
+
+    def quantize_tensor(self, w: torch.Tensor) -> QuantizedTensor:
+        """The outlier split and noise-aware grid with round-to-nearest inliers."""
+        return quantize_qmc(
+            w,
+            self.bits,
+            self.device(),
+            rho=self.rho,
+            group_size=self.group_size or None,
+            outlier_bits=self.outlier_bits,
+            n_clip=self.n_clip,
+            noise_aware=self.noise_aware,
+        )
+
+    def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
+        k = round(self.rho * shape[0] * shape[1])
+        return {**super().expected_layout(shape), "outlier_bits": self.outlier_bits if k else None, "outliers": k}
+
+    def gptq_tensor(self, w: torch.Tensor, hessian: torch.Tensor) -> tuple[QuantizedTensor, dict]:
+        """One weight with GPTQ rounding: this spec's split and grid (nearest rounding's result), then
+        every entry re-rounded by GPTQ on that grid, outliers on their own MRAM grid."""
+        from ..gptq import gptq_round
+
+        qt = self.quantize_tensor(w)
+        ot = qt.outliers
+        mask = torch.zeros(qt.shape, dtype=torch.bool)
+        mask.view(-1)[ot.index] = True
+        codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, ot.scale, ot.bits)
+        qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
+        return qt, info
+
+    def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
+        return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
+
+
+def _round_nearest(spec: QMC, model, names, tokenizer, progress) -> QuantizedModel:
+    return TensorMethod.quantize(spec, model, names, tokenizer, progress)
+
+
+def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> QuantizedModel:
+    """GPTQ rounding of every tensor (:meth:`QMC.gptq_tensor`), block by block on calibration text
+    (``calib``, or the default calibration set read with ``tokenizer``)."""
+    from ..external.calibration import calibration_set
+    from ..gptq import quantize_model_gptq
+
+    if model_device(model).type != "cpu":
+        raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
+    if calib is None:
+        if tokenizer is None:
+            raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
+        calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    reference = {n: params[n].detach().clone() for n in names}
+    t0 = time.perf_counter()
+    tensors, info = quantize_model_gptq(model, names, spec.gptq_tensor, calib.samples, progress)
+    info["calibration"] = calib.describe()
+    return QuantizedModel(spec, tensors, time.perf_counter() - t0, reference, info=info)
+
+
+# How QMC rounds its inliers; each strategy takes (spec, model, names, tokenizer, progress).
+ROUNDINGS = {"nearest": _round_nearest, "gptq": round_gptq}

@@ -1,0 +1,63 @@
+"""A quantized model: the quantized tensors of one model under one method, and how one read of them
+(noise-free, or one device-noise realisation per seed) is written into the torch model.
+
+Kept apart from the methods and from the whole-model driver so that both can use it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .qtensor import QuantizedTensor
+
+if TYPE_CHECKING:
+    from .methods.base import MethodSpec
+
+
+def seed_for(seed: int, name: str) -> int:
+    """The noise stream of tensor ``name`` under noise seed ``seed``: derived from the name, so the
+    reads of a tensor do not depend on which other tensors are quantized or in which order."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    words = np.frombuffer(digest[:16], dtype="<u4").tolist()
+    return int(np.random.SeedSequence([int(seed), *words]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class QuantizedModel:
+    """The quantized tensors of one model under one method, with the reference weights to restore."""
+
+    spec: MethodSpec
+    tensors: dict[str, QuantizedTensor]
+    quantize_seconds: float
+    reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    # Unquantized parameters the method changed (AWQ folds its scales into the norms): written by
+    # realise, restored from ``reference`` like the quantized ones.
+    overrides: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    info: dict = field(default_factory=dict)  # provenance of library baselines (versions, calibration)
+
+    def realise(self, model: torch.nn.Module, seed: int | None) -> None:
+        """Write one read of every quantized tensor into ``model``: the noise-free read for ``seed``
+        None, else the device-noise realisation ``seed`` (the same for a seed on every machine)."""
+        params = dict(model.named_parameters(remove_duplicate=False))
+        noisy = seed is not None and self.spec.noisy
+        device = self.spec.device() if noisy and self.spec.uses_reram else None
+        mram = self.spec.mram() if noisy else None
+        with torch.no_grad():
+            for name, qt in self.tensors.items():
+                gen = torch.Generator().manual_seed(seed_for(seed, name)) if noisy else None
+                w = qt.dequantize(device, mram, gen)
+                params[name].copy_(w.to(params[name].dtype))
+            for name, w in self.overrides.items():
+                params[name].copy_(w)
+
+    def restore(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters(remove_duplicate=False))
+        with torch.no_grad():
+            for name, w in self.reference.items():
+                params[name].copy_(w)
