@@ -141,7 +141,7 @@ def test_one_level_slip_in_first_cell_moves_code_by_four():
     assert float(m2[5]) > 10 * float(m2_low[1])
 
 
-def test_three_bit_codes_in_two_bit_cells_partial_last_cell():
+def test_four_bit_codes_in_three_bit_cells_partial_last_cell():
     d = reram(3)  # noisy enough for visible numbers
     t = d.transition_matrix()
     p = code_transition_matrix(4, d)  # 4 bits in 3-bit cells: [b3 b2 b1], [b0 0 0]
@@ -151,6 +151,20 @@ def test_three_bit_codes_in_two_bit_cells_partial_last_cell():
     assert p[0, 0] == pytest.approx(t[0, 0] * t[0, :4].sum(), rel=1e-12)
     # A slip in the first cell moves a 4-bit code by 2.
     assert p[2, 4] == pytest.approx(t[1, 2] * t[0, :4].sum(), rel=1e-12)
+
+
+def test_three_bit_codes_in_two_bit_cells_partial_last_cell():
+    d = reram(2)
+    t = d.transition_matrix()
+    p = code_transition_matrix(3, d)  # 3 bits in 2-bit cells: [b2 b1], [b0 0]
+    assert cells_per_code(3, 2) == 2
+    # code 1: cells [0, 2]; reading code 0 needs cell 0 right and cell 1 read as level 0 or 1.
+    assert p[1, 0] == pytest.approx(t[0, 0] * t[2, :2].sum(), rel=1e-12)
+    # code 0: cells [0, 0]; the last cell reading level 1 still decodes to 0.
+    assert p[0, 0] == pytest.approx(t[0, 0] * t[0, :2].sum(), rel=1e-12)
+    # A slip of the first cell from level 1 to 2 moves a 3-bit code by 2 (code 2 -> code 4).
+    assert p[2, 4] == pytest.approx(t[1, 2] * t[0, :2].sum(), rel=1e-12)
+    assert p[2, 4] > 0
 
 
 @pytest.mark.parametrize("bits", [3, 4])

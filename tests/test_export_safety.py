@@ -580,6 +580,22 @@ def test_bad_destination_refused_before_loading(tiny_model_dir, tmp_path, monkey
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no probe or lock left
 
 
+def test_writability_is_checked_by_creating_a_folder(tmp_path, monkeypatch):
+    """os.access can say yes where nothing can be created (root ignores mode bits; read-only mounts
+    for some checks): the check creates and removes a probe folder."""
+    from qmc_edge.artifact.hf_export import check_hf_destination
+
+    out = _unwritable_parent(tmp_path)
+    try:
+        monkeypatch.setattr(os, "access", lambda *a, **k: True)
+        for check in (check_destination, check_hf_destination):
+            with pytest.raises(QMCError, match=r"cannot create a folder in .*; choose another --out"):
+                check(out, False)
+    finally:
+        if (tmp_path / "ro").exists():
+            (tmp_path / "ro").chmod(0o755)
+
+
 def test_export_hf_bad_dtype_refused_before_loading(tiny_model_dir, tmp_path, monkeypatch):
     loads = _forbid_model_loading(monkeypatch)
     text = _one_error_line(_run("export-hf", "--model", tiny_model_dir, "-o", tmp_path / "hf", "--dtype", "int8"))

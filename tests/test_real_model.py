@@ -41,10 +41,33 @@ def test_fp_and_qmc_perplexity_on_a_few_windows(smol, wiki_ids):
     assert 5 < fp["ppl_mean"] < 100  # a working 135M model on Wikipedia text, not a broken one
     qmc = run_method(smol, parse_method("qmc3"), wiki_ids, cfg)
     rtn = run_method(smol, parse_method("rtn3"), wiki_ids, cfg)
-    # QMC's storage as measured on this model (see BENCHMARKS.md): ~3.36 effective bits.
-    assert 3.2 < qmc["effective_bits"] < 3.5
+    # QMC's storage as measured on this model (see BENCHMARKS.md): 3.36 effective bits, i.e. 0.2 bits
+    # per weight more than RTN-3 g128 (3.16): the outlier codes and their CSR positions.
+    assert qmc["effective_bits"] == pytest.approx(3.36, abs=0.01)
+    assert 0.15 < qmc["effective_bits"] - rtn["effective_bits"] < 0.25
     assert qmc["storage"]["reram_cells"] == qmc["storage"]["quantized_params"]
     assert len(qmc["ppl_per_seed"]) == 2 and qmc["ppl_per_seed"][0] != qmc["ppl_per_seed"][1]
     assert all(math.isfinite(p) for p in qmc["ppl_per_seed"])
-    # The claim the project rests on, at equal-or-fewer bits than RTN-3 g128 + its metadata.
-    assert fp["ppl_mean"] < qmc["ppl_mean"] < rtn["ppl_mean"]
+    # The claim the project rests on: in noisy ReRAM, QMC beats RTN-3 in ideal memory by far more
+    # than 0.2 bits per weight could buy with RTN itself (RTN-4 costs a whole bit more).
+    assert fp["ppl_mean"] < qmc["ppl_mean"] < 0.7 * rtn["ppl_mean"]
+
+
+def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
+    """The paper's key step, on a real weight and with sampled reads (not the moments the search
+    minimises): noise-aware clipping gives a lower mean squared error over noisy reads than
+    noise-blind clipping, on 3-bit cells where read errors are frequent."""
+    import torch
+
+    from qmc_edge.devices import reram
+    from qmc_edge.qmc import quantize_qmc
+
+    w = dict(smol.model.named_parameters())["model.layers.10.mlp.down_proj.weight"].detach().float()
+    dev = reram(3)
+    errs = {}
+    for aware in (True, False):
+        qt = quantize_qmc(w, 3, dev, rho=0.01, noise_aware=aware)
+        errs[aware] = [
+            float(((qt.dequantize(dev, None, torch.Generator().manual_seed(s)) - w) ** 2).sum()) for s in range(6)
+        ]
+    assert max(errs[True]) < min(errs[False]), errs

@@ -334,7 +334,8 @@ def clean_stale(out: str | os.PathLike) -> list[str]:
             mb = _size_mb(d.path)
             remove_path(d.path)
             what = {"tmp": "unfinished export", "old": "replaced artifact", "probe": "write check"}[d.kind]
-            notes.append(f"removed {d.path} ({mb:.1f} MB), the {what} of an export (pid {d.pid}) no longer running")
+            done = "could not remove" if os.path.lexists(d.path) else "removed"
+            notes.append(f"{done} {d.path} ({mb:.1f} MB), the {what} of an export (pid {d.pid}) no longer running")
     for d in debris:
         if d not in stale and d.path.exists():
             owner = f"its export (pid {d.pid}) is still running" if d.pid else "made by an older qmc-edge"

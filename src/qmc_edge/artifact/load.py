@@ -1,8 +1,10 @@
 """Read, verify and load a QMC artifact directory.
 
 Every check happens before anything is trusted: the manifest's format version and self-checksum,
-then each file's size and sha256, then every tensor's presence, dtype and shape against what the
-manifest implies, then the decoded values (code ranges, CSR consistency). Any failure raises
+then each file's size and sha256 and that the folder holds no file the manifest does not list (an
+added tokenizer file would change tokenization unchecked), then every tensor's presence, dtype and
+shape against what the manifest implies, then the decoded values (code ranges, CSR consistency);
+the tokenizer is read from copies of the listed files only. Any failure raises
 :class:`QMCError` with one line naming the file and the problem; no other exception escapes, and
 no partly-checked model is ever returned.
 
