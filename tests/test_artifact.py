@@ -103,7 +103,7 @@ def test_round_trip_bit_exact(tiny_lm, tmp_path, method):
     ids = torch.tensor([[1, 5, 9, 13, 4, 7]])
     with torch.no_grad():
         assert torch.equal(art.model(ids).logits, tiny_lm.model(ids).logits)
-    if spec.noisy and (spec.cell_bits == 3 or spec.mram_ber > 0):  # 2-bit cells: ~1e-8 errors per read
+    if spec.noisy and (spec.cell_bits == 3 or spec.mram().ber > 0):  # 2-bit cells: ~1e-8 errors per read
         clean = {n: qt.dequantize() for n, qt in qm.tensors.items()}
         assert any(not torch.equal(loaded[n], clean[n]) for n in clean), "seed 7 drew no read error"
     art.realise(None)
@@ -192,7 +192,7 @@ def test_load_model_resolves_artifacts(tiny_lm, tmp_path):
     assert isinstance(lm, ArtifactModel) and lm.quantized is not None and lm.tokenizer is not None
     assert lm.manifest.method["method"] == "qmc" and "QMC artifact" in lm.note
     s = verify_artifact(tmp_path / "a")
-    assert s["quantized_tensors"] == len(lm.quantized.tensors) and s["format"].endswith("v1")
+    assert s["quantized_tensors"] == len(lm.quantized.tensors) and s["format"].endswith("v2")
 
 
 def test_export_refuses_to_overwrite(tiny_lm, tmp_path):

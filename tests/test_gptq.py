@@ -15,8 +15,8 @@ from qmc_edge.errors import QMCError
 from qmc_edge.external.calibration import CalibrationSet
 from qmc_edge.gptq import gptq_round
 from qmc_edge.methods import parse_method
-from qmc_edge.qmc import quantize_qmc
 from qmc_edge.methods.qmc import round_gptq
+from qmc_edge.qmc import quantize_qmc
 from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
 from qmc_edge.uniform import clip_grid, quantize_uniform
 

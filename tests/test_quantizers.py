@@ -214,21 +214,3 @@ def test_every_preset_parses_and_quantizes(preset):
     assert isinstance(spec, TensorMethod)
     qt = spec.quantize_tensor(heavy_tailed(16, 128, 1))
     assert qt.dequantize().shape == (16, 128)
-
-
-@pytest.mark.parametrize(
-    "text,needle",
-    [
-        ("qmc:bits=5", "bits"),
-        ("rtn:bits=7", "bits"),
-        ("qmc:cell_bits=4", "cell_bits"),
-        ("nosuch", "unknown method"),
-        ("qmc:rho", "key=value"),
-        ("qmc:colour=red", "colour"),
-    ],
-)
-def test_bad_method_specs_give_one_line(text, needle):
-    with pytest.raises(ValueError) as exc:
-        parse_method(text)
-    msg = str(exc.value)
-    assert needle in msg and "\n" not in msg

@@ -55,8 +55,10 @@ def test_fp_and_qmc_perplexity_on_a_few_windows(smol, wiki_ids):
 
 def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
     """The paper's key step, on a real weight and with sampled reads (not the moments the search
-    minimises): noise-aware clipping gives a lower mean squared error over noisy reads than
-    noise-blind clipping, on 3-bit cells where read errors are frequent."""
+    minimises): with the same read noise (same generator seed), noise-aware clipping gives a lower
+    squared error than noise-blind clipping, on 3-bit cells where read errors are frequent. The gain
+    is small on this tensor (measured 2026-12-01: about 0.04% of the total squared error, 0.3-0.7 out
+    of ~1034, while the spread over seeds is ~1.5): the seeds must be paired to see it."""
     import torch
 
     from qmc_edge.devices import reram
@@ -70,4 +72,4 @@ def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
         errs[aware] = [
             float(((qt.dequantize(dev, None, torch.Generator().manual_seed(s)) - w) ** 2).sum()) for s in range(6)
         ]
-    assert max(errs[True]) < min(errs[False]), errs
+    assert all(a < b for a, b in zip(errs[True], errs[False], strict=True)), errs

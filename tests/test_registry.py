@@ -199,6 +199,11 @@ def test_mram_ber_shows_in_the_label_and_rows_differ():
         ("qmc:outlier_bits=1", "outlier_bits"),
         ("qmc:mram_ber=1", "mram_ber"),
         ("rtn:group_size=-1", "group_size"),
+        ("rtn:bits=7", "bits"),
+        ("qmc:cell_bits=4", "cell_bits"),
+        ("nosuch", "unknown method"),
+        ("qmc:rho", "key=value"),
+        ("rtn:reram=true", "use emem"),
     ],
 )
 def test_inapplicable_or_bad_options_are_refused(text, needle):
@@ -267,3 +272,17 @@ def test_seed_words_in_the_cli(tiny_model_dir, text_file):
 
 def test_synthetic_text_is_available():
     assert synthetic_text(3).count("\n") == 3
+
+
+def test_tables_are_full_width_without_a_terminal():
+    """Piped into a file or a CI log, rich would cut tables to 80 columns; they must stay readable."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "qmc_edge.cli", "methods"], capture_output=True, text=True, check=True, timeout=120
+    )
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) > 120  # wider than a terminal's default, not wrapped to 80
+    assert "…" not in res.stdout  # no cell was cut
+    assert "calib_samples=64" in res.stdout and "outlier_bits=8" in res.stdout

@@ -27,8 +27,9 @@ from .errors import QMCError
 from .jsonio import check_writable, probe_dir
 from .loaded import LoadedModel
 
-# Without a terminal (a pipe, a file, a CI log) rich would cut tables to 80 columns; use the width
-# the user set in COLUMNS, or one wide enough for every table this tool prints.
+# Without a terminal (a pipe, a file, a CI log) rich would cut tables to 80 columns (or to COLUMNS,
+# which shells and CI runners often export as 80): use one width wide enough for every table this tool
+# prints, or QMC_WIDTH when the user sets it.
 PIPE_WIDTH = 240
 
 
@@ -36,7 +37,8 @@ def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None
     if not stream.isatty():
-        width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+        env = os.environ.get("QMC_WIDTH", "")
+        width = int(env) if env.isdigit() and int(env) >= 40 else PIPE_WIDTH
     return Console(stderr=stderr, width=width)
 
 
@@ -161,23 +163,6 @@ def check_output_dir(path: Path | str | None, flag: str) -> Path | None:
     if not p.is_dir():
         raise QMCError(f"{flag} {path}: folder does not exist; create it first")
     probe_dir(p, f"{flag} {path}")
-    return p
-
-
-def check_input_file(path: Path | str | None, flag: str) -> Path | None:
-    """A regular file that can actually be read (a readable-looking /proc file can still fail)."""
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise QMCError(f"{flag} {path}: file not found; check the path")
-    if not p.is_file():
-        raise QMCError(f"{flag} {path}: is not a regular file; give a file")
-    try:
-        with open(p, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise QMCError(f"{flag} {path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
     return p
 
 

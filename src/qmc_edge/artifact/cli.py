@@ -156,6 +156,9 @@ def register(app: typer.Typer) -> None:
         with _errors():
             settings = GenerationSettings(max_new_tokens, sample, temperature, top_p, top_k, seed, chat)
             settings.check()
+            from ..methods import parse_method
+
+            parse_method(method)  # a bad method is refused before the model loads
             if noise_seed is not None and noise_seed < 0:
                 raise ValueError(f"--noise-seed must be >= 0, got {noise_seed}")
             if json_path:
@@ -208,6 +211,7 @@ def register(app: typer.Typer) -> None:
         from ..cli_common import load as _load
         from ..cli_common import run_env as _env
         from ..jsonio import check_writable, write_json
+        from ..methods import parse_method
         from .fsutil import export_lock
         from .hf_export import check_hf_destination, check_hf_options, export_hf
 
@@ -216,6 +220,9 @@ def register(app: typer.Typer) -> None:
 
         with _errors(), ExitStack() as stack:
             check_hf_options(out_dir.expanduser(), dtype, force)  # before the model loads
+            parse_method(method)  # a bad method is refused before the model loads, too
+            if noise_seed is not None and noise_seed < 0:
+                raise ValueError(f"--noise-seed must be >= 0, got {noise_seed}")
             if json_path:
                 check_writable(json_path)
             stack.enter_context(export_lock(out_dir.expanduser(), force, check_hf_destination, _note))

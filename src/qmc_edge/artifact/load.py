@@ -15,7 +15,6 @@ seed, are bit for bit those of the pipeline that made the artifact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from pydantic import ValidationError
 
 from ..cells import cells_per_code, cells_to_codes, codes_to_cells
 from ..errors import QMCError
+from ..fileio import sha256_file
 from ..loaded import LoadedModel
 from ..methods import MethodSpec, spec_from_dict
 from ..qmodel import QuantizedModel
@@ -142,14 +142,6 @@ def read_manifest(root: Path) -> Manifest:
             raise _Bad(f"invalid field {loc}: {err['msg']}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_files(root: Path, manifest: Manifest) -> None:
     """Every listed file is present, inside the directory, of the recorded size and sha256; and the
     directory holds nothing else (an added tokenizer file such as added_tokens.json or
@@ -165,7 +157,7 @@ def check_files(root: Path, manifest: Manifest) -> None:
             size = path.stat().st_size
             if size != entry.size:
                 raise _Bad(f"size {size} bytes, manifest says {entry.size} (truncated or changed)")
-            if _sha256(path) != entry.sha256:
+            if sha256_file(path) != entry.sha256:
                 raise _Bad("sha256 mismatch")
     check_unlisted(root, manifest)
 
@@ -454,7 +446,7 @@ def _load_tokenizer(c: ArtifactContents):
             with _file(c.root, n):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(c.root / n, dst)
-                if _sha256(dst) != c.manifest.files[n].sha256:
+                if sha256_file(dst) != c.manifest.files[n].sha256:
                     raise _Bad("changed while loading (sha256 mismatch)")
         with _file(c.root, "tokenizer.json"), warnings.catch_warnings():
             warnings.simplefilter("ignore")

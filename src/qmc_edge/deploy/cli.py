@@ -161,6 +161,7 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
         if spec is not None and not isinstance(spec, dict):
             raise QMCError(f"report {p}: 'spec' must be an object, got {type(spec).__name__}; rewrite the report")
         spec = spec or {}
+        check_storage(data["storage"], p)
         a = _arch_for_report(data, arch_opt, p)
         if arch is not None and a.name != arch.name:
             raise QMCError(f"reports are for different architectures ({arch.name}, {a.name} in {p}); pass --arch")
@@ -169,7 +170,6 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
         if spec.get("method") == "fp":
             costs["FP16"] = MethodCost.fp16()
             continue
-        check_storage(data["storage"], p)
         try:
             cost = MethodCost.from_report(name, data["storage"], a)
         except QMCError as exc:

@@ -80,6 +80,8 @@ class MethodSpec(BaseModel):
     shown: ClassVar[frozenset[str]] = frozenset()
     # Defaults that a validator fills in where a field's declared default is None.
     implied: ClassVar[dict[str, object]] = {}
+    # What to use instead, for options people reach for on the wrong method (shown with the error).
+    hints: ClassVar[dict[str, str]] = {}
 
     # ------------------------------------------------------------------ naming
     def base_name(self) -> str:

@@ -110,7 +110,8 @@ def _one_line(exc: ValidationError, text: str, cls: type[MethodSpec]) -> str:
     loc = ".".join(str(x) for x in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        return f"bad method {text!r}: {cls.model_fields['method'].default} has no option {loc!r}; " + (
+        hint = f" ({cls.hints[loc]})" if loc in cls.hints else ""
+        return f"bad method {text!r}: {cls.model_fields['method'].default} has no option {loc!r}{hint}; " + (
             f"its options are: {', '.join(options(cls))}"
         )
     if loc:

@@ -25,6 +25,7 @@ class RTN(TensorMethod):
 
     summary = "round-to-nearest, asymmetric min-max, per group (default 128) or channel (group_size=0)"
     shown = frozenset({"bits", "group_size"})
+    hints = {k: "use emem for RTN codes in ReRAM" for k in ("reram", "cell_bits", "ideal_memory")}
 
     @model_validator(mode="after")
     def _check(self) -> RTN:

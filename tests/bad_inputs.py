@@ -1,0 +1,164 @@
+"""The bad-input table: command lines a careless or hostile user might type, each of which must be
+refused with exit code 2 and one line naming the problem, without a traceback and without leaving
+anything on disk. Shared by tests/test_bad_inputs.py and benchmarks/reliability.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: list[str]
+    needle: str  # must appear in the error line
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    """Bad files to point commands at (written once under ``root``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    f = {}
+
+    def w(name: str, data: bytes | str) -> Path:
+        p = root / name
+        p.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+        f[name] = p
+        return p
+
+    w("binary.txt", b"\xff\xfe\x00\x81" * 64)
+    w("empty.txt", "")
+    w("broken.gguf", b"GGUF" + b"\x00" * 64)
+    w("notes.gguf.txt", "hello")
+    w("gold_float.jsonl", json.dumps({"context": "a", "choices": ["x", "y"], "gold": 1.7}) + "\n")
+    w("gold_bool.jsonl", json.dumps({"context": "a", "choices": ["x", "y"], "gold": True}) + "\n")
+    w("gold_range.jsonl", json.dumps({"context": "a", "choices": ["x", "y"], "gold": 2}) + "\n")
+    w("empty_choices.jsonl", json.dumps({"context": "a", "choices": ["", ""], "gold": 0}) + "\n")
+    w("delim_int.jsonl", json.dumps({"context": "a", "choices": ["x", "y"], "gold": 0, "delimiter": 7}) + "\n")
+    w("unknown_key.jsonl", json.dumps({"context": "a", "choices": ["x", "y"], "gold": 0, "colour": 1}) + "\n")
+    w("not_json.jsonl", "{context: a}\n")
+    w("null_storage.json", json.dumps({"storage": None}))
+    w("no_storage.json", json.dumps({"method": "x"}))
+    w("report_binary.json", b"\x00\x01\x02\xff")
+    import re
+
+    from qmc_edge.deploy import platform as plat
+
+    packaged = (Path(plat.__file__).parents[1] / "platforms" / "orin_agx.yaml").read_text(encoding="utf-8")
+    mine = packaged.replace("name: orin_agx", "name: my_orin", 1)
+    w("nan_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: .nan", mine, count=1))
+    w("inf_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: .inf", mine, count=1))
+    w("huge_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: 1e308", mine, count=1))
+    w("dup_platform.yaml", "name: mine\nname: other\n")
+    (root / "a_folder").mkdir(exist_ok=True)
+    f["a_folder"] = root / "a_folder"
+    (root / "no_config").mkdir(exist_ok=True)
+    f["no_config"] = root / "no_config"
+    return f
+
+
+def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy: Path | None = None) -> list[Case]:
+    """Every case; outputs would go under ``root / 'out'`` (which must stay empty)."""
+    inp = make_inputs(root / "inputs")
+    out = root / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    m = ["--model", str(model_dir)]
+    ppl = ["ppl", *m, "--text", str(text), "--context", "32", "--max-windows", "1"]
+    q = ["quantize", *m]
+    missing = str(out / "no" / "such" / "dir" / "x.json")
+    c: list[Case] = []
+
+    def add(id_: str, argv: list[str], needle: str) -> None:
+        c.append(Case(id_, [str(a) for a in argv], needle))
+
+    # Method specs: unknown, inapplicable, repeated and out-of-range options.
+    for spec, needle in [
+        ("rtn:rho=0.05", "rtn has no option 'rho'"),
+        ("rtn:cell_bits=2", "no option 'cell_bits'"),
+        ("emem:rho=0.2", "emem has no option 'rho'"),
+        ("mxint4:bits=3", "mxint4 has no option 'bits'"),
+        ("mxint4:group_size=7", "no option 'group_size'"),
+        ("fp:bits=9", "fp has no option 'bits'"),
+        ("emem:mram_ber=1e-3", "no option 'mram_ber'"),
+        ("rtn:mram_ber=1e-3", "no option 'mram_ber'"),
+        ("qmc:n_clip=0", "n_clip"),
+        ("qmc:n_clip=-5", "n_clip"),
+        ("qmc:bits=2,bits=4", "given twice"),
+        ("qmc:bits=5", "bits"),
+        ("qmc:rho=0.7", "rho"),
+        ("qmc:rho=-0.1", "rho"),
+        ("nosuch", "unknown method"),
+        ("qmc:rho", "key=value"),
+        ("qmc:colour=red", "colour"),
+        ("gptq:cell_bits=2", "reram=true"),
+        ("qmc:calib_samples=8", "calibrated"),
+        ("qmc:bits=three", "bits"),
+        ("qmc:mram_ber=2", "mram_ber"),
+    ]:
+        add(f"spec {spec}", [*q, "-m", spec, "--json", out / "q.json"], needle)
+    add("flag --bits on mxint4", [*q, "-m", "mxint4", "--bits", "2"], "mxint4 has no option 'bits'")
+    add("flag --rho on rtn", [*q, "-m", "rtn4", "--rho", "0.1"], "no option 'rho'")
+    add("flag repeats spec", [*q, "-m", "qmc:bits=3", "--bits", "2"], "both in")
+    add("compare bad row", ["compare", *m, "--text", text, "-m", "fp", "-m", "qmc:bits=9"], "bits")
+    # Numbers out of range.
+    add("seeds 0", [*ppl, "--seeds", "0"], "--seeds")
+    add("noise seed -1", [*ppl, "--noise-seed", "-1"], "--noise-seed")
+    add("max windows 0", [*ppl, "--max-windows", "0"], "--max-windows")
+    add("context 1", ["ppl", *m, "--text", text, "--context", "1"], "--context")
+    add("context too long", ["ppl", *m, "--text", text, "--context", "100000"], "longer than the model allows")
+    add("device nonsense", [*ppl, "--device", "nonsense"], "unknown device")
+    add("device meta", [*ppl, "--device", "meta"], "only cpu and cuda")
+    add("tasks limit 0", ["tasks", *m, "-t", "arc_easy", "--limit", "0"], "--limit")
+    add("compare limit 0", ["compare", *m, "--text", text, "-t", "arc_easy", "--limit", "0"], "--limit")
+    add("tasks seeds 0", ["tasks", *m, "--seeds", "0"], "--seeds")
+    gen = ["generate", *m, "-p", "w1"]
+    add("generate 0 tokens", [*gen, "--max-new-tokens", "0"], "--max-new-tokens")
+    add("generate temperature 0", [*gen, "--sample", "--temperature", "0"], "--temperature")
+    add("generate top-p 2", [*gen, "--top-p", "2"], "--top-p")
+    add("generate sample seed -1", [*gen, "--sample", "--sample-seed", "-1"], "--sample-seed")
+    add("generate noise seed -1", [*gen, "--noise-seed", "-1"], "--noise-seed")
+    # Output paths, refused before any model is loaded.
+    for cmd in (q, ppl, ["compare", *m, "--text", text, "-m", "fp"], ["tasks", *m, "-t", "arc_easy"]):
+        add(f"{cmd[0]} --json under a missing folder", [*cmd, "--json", missing], "does not exist")
+        add(f"{cmd[0]} --json is a folder", [*cmd, "--json", inp["a_folder"]], "is a folder")
+    add("json under a file", [*q, "--json", inp["empty.txt"] / "x.json"], "not a folder")
+    add("verify --json missing folder", ["verify", artifact, "--json", missing], "does not exist")
+    add("generate --json missing folder", [*gen, "--json", missing], "does not exist")
+    add("export -o under a missing folder", ["export", *m, "-o", out / "no" / "such" / "art"], "does not exist")
+    add("export -o is a file", ["export", *m, "-o", inp["empty.txt"]], "not a qmc artifact")
+    add("export -o existing artifact", ["export", *m, "-o", artifact], "--force")
+    add("export --json missing folder", ["export", *m, "-o", out / "art", "--json", missing], "does not exist")
+    add("export bad dense dtype", ["export", *m, "-o", out / "art", "--dense-dtype", "int8"], "dense")
+    add("export-hf -o under missing", ["export-hf", *m, "-o", out / "no" / "such" / "hf"], "does not exist")
+    add("export-hf dtype int8", ["export-hf", *m, "-o", out / "hf", "--dtype", "int8"], "int8")
+    add("deploy --plots missing", ["deploy", "--report", inp["null_storage.json"], "--plots", out / "nope"], "--plots")
+    add("deploy --json folder", ["deploy", "-m", "fp", "--json", inp["a_folder"]], "is a folder")
+    # Inputs that are missing, unreadable or not what they claim to be.
+    add("model missing", [*q[:1], "--model", "/nonexistent/model"], "not found")
+    add("model folder without config", ["quantize", "--model", inp["no_config"]], "config.json")
+    add("model broken gguf", ["quantize", "--model", inp["broken.gguf"]], "broken.gguf")
+    add("model is a text file", ["quantize", "--model", inp["notes.gguf.txt"]], "neither")
+    add("text missing", [*m[:0], "ppl", *m, "--text", "/nonexistent/text.txt"], "text")
+    add("text binary", ["ppl", *m, "--text", inp["binary.txt"]], "UTF-8")
+    add("text empty", ["ppl", *m, "--text", inp["empty.txt"]], "empty")
+    add("text folder", ["ppl", *m, "--text", inp["a_folder"]], "is a folder")
+    add("text /proc/self/mem", ["ppl", *m, "--text", "/proc/self/mem"], "cannot be read")
+    add("task file missing", ["tasks", *m, "-t", "/nonexistent/task.jsonl"], "unknown task")
+    for name in ("gold_float", "gold_bool", "gold_range", "empty_choices", "delim_int", "unknown_key", "not_json"):
+        add(f"task {name}", ["tasks", *m, "-t", inp[f"{name}.jsonl"]], f"{name}.jsonl")
+    add("task binary", ["tasks", *m, "-t", inp["binary.txt"]], "binary.txt")
+    add("data dir missing", ["tasks", *m, "-t", "arc_easy", "--data-dir", "/nonexistent/data"], "data")
+    add("platform missing", ["deploy", "-m", "fp", "--platform", "/nonexistent/p.yaml"], "p.yaml")
+    for bad in ("nan", "inf", "huge"):
+        add(f"platform {bad}", ["deploy", "-m", "fp", "--platform", inp[f"{bad}_platform.yaml"]], "capacity_MB")
+    add("platform duplicate key", ["deploy", "-m", "fp", "--platform", inp["dup_platform.yaml"]], "duplicate")
+    if platform_copy is not None:
+        add("platform copy keeps a built-in name", ["deploy", "-m", "fp", "--platform", platform_copy], "name")
+    add("report missing", ["deploy", "--report", "/nonexistent/r.json"], "r.json")
+    add("report null storage", ["deploy", "--report", inp["null_storage.json"]], "'storage' must be an object")
+    add("report without storage", ["deploy", "--report", inp["no_storage.json"]], "storage")
+    add("report binary", ["deploy", "--report", inp["report_binary.json"]], "report_binary.json")
+    add("verify a plain folder", ["verify", inp["a_folder"]], "manifest.json")
+    add("verify missing", ["verify", "/nonexistent/art"], "art")
+    return c
