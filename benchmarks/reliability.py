@@ -64,6 +64,7 @@ def bad_inputs(root: Path, model_dir: Path, text: Path) -> dict:
     from qmc_edge.model_io import load_model
     from qmc_edge.quantize_model import quantize_model
 
+    root.mkdir(parents=True, exist_ok=True)
     lm = load_model(str(model_dir))
     spec = parse_method("rtn4")
     export_artifact(lm, spec, quantize_model(lm.model, spec), root / "artifact")
