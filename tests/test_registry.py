@@ -25,6 +25,7 @@ from qmc_edge.methods import (
     spec_from_dict,
     unregister,
 )
+from qmc_edge.methods.base import DEVICE_DEFAULTS
 from qmc_edge.qmodel import QuantizedModel, seed_for
 from qmc_edge.qtensor import QuantizedTensor
 from qmc_edge.quantize_model import quantize_model, storage_report
@@ -123,20 +124,31 @@ def _other_value(cls, key):
     default = cls.implied.get(key, f.default)
     if typing.get_origin(base) is Literal:
         cands = list(typing.get_args(base))
+    elif key == "reram_device":
+        cands = ["ibm_cmo_hfox"]
+    elif key in ("age", "target_age"):
+        cands = ["1d"]
     elif base is bool:
         cands = [not bool(default)]
     elif base is int:
         cands = [2, 3, 4, 1, 8, 16, 32, 6]
     elif base is float:
-        cands = [0.02, 0.001, 0.1]
+        cands = [0.02, 0.001, 0.1, 2.0]
     else:
         return None
     for c in cands:
         if c == default:
             continue
         fields = {key: c}
-        if key in ("cell_bits", "ideal_memory") and "reram" in cls.model_fields:
+        if (
+            key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *DEVICE_DEFAULTS)
+            and "reram" in cls.model_fields
+        ):
             fields["reram"] = True
+        if key == "cell_layout":
+            fields["bits"], fields["cell_bits"] = 4, 3
+        if key == "read_reference":
+            fields["age"] = "1d"
         if key in ("calib_samples", "calib_len") and "rounding" in cls.model_fields:
             fields["rounding"] = "gptq"
         if key == "quantize_embeddings" and "rounding" in cls.model_fields:
@@ -185,7 +197,10 @@ def test_mram_ber_shows_in_the_label_and_rows_differ():
         ("mxint4:bits=3", "mxint4 has no option 'bits'"),
         ("mxint4:group_size=7", "has no option 'group_size'"),
         ("fp:bits=9", "fp has no option 'bits'"),
-        ("emem:mram_ber=1e-3", "has no option 'mram_ber'"),
+        ("rtn:mram_ber=1e-3", "has no option 'mram_ber'"),  # RTN keeps its scales in DRAM
+        ("mxint4:mram_ecc=secded", "has no option 'mram_ecc'"),
+        ("hqq:mram_ber=1e-3", "only with reram=true"),
+        ("emem:mram_ecc=chipkill", "mram_ecc"),
         ("qmc:n_clip=0", "n_clip must be >= 1"),
         ("qmc:n_clip=-5", "n_clip must be >= 1"),
         ("qmc:bits=2,bits=4", "given twice"),

@@ -69,6 +69,9 @@ def _storage_table(name: str, rep: dict) -> Table:
         t.add_row("ReRAM cells", f"{rep['reram_cells']:,} @ {rep['reram_bits_per_cell']} b/cell")
     if rep["outliers"]:
         t.add_row("outliers (MRAM)", f"{rep['outliers']:,}")
+    if rep.get("reram_cells_under_outliers"):
+        share = rep["reram_cells_under_outliers"] / rep["reram_cells"]
+        t.add_row("  ReRAM cells under outlier slots", f"{rep['reram_cells_under_outliers']:,} ({100 * share:.2f}%)")
     t.add_row("compression vs FP16, quantized layers", f"{rep['compression_quantized_layers']:.2f}x")
     t.add_row("compression vs FP16, whole model", f"{rep['compression_whole_model']:.2f}x")
     return t
@@ -258,7 +261,7 @@ def methods() -> None:
 
 # Commands that live beside their feature (tasks, deployment model, artifacts) register themselves
 # here, so each feature keeps its CLI next to its code. A module that is absent is simply skipped.
-_EXTENSIONS = ("qmc_edge.tasks.cli", "qmc_edge.deploy.cli", "qmc_edge.artifact.cli")
+_EXTENSIONS = ("qmc_edge.tasks.cli", "qmc_edge.deploy.cli", "qmc_edge.artifact.cli", "qmc_edge.devices_cli")
 
 
 def _register_extensions() -> None:

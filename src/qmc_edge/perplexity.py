@@ -158,8 +158,11 @@ def perplexity(
             progress(i + 1, n)
     dt = time.perf_counter() - t0
     mean = total_nll / total_tok
+    # A faulty read (an MRAM-flipped scale exponent) can make weights inf/NaN: the loss is then NaN
+    # or huge, and that is reported as it is (NaN, or inf past exp's range), never an exception.
+    ppl = math.exp(mean) if not mean > 709.0 else float("inf")
     return PerplexityResult(
-        ppl=math.exp(mean),
+        ppl=ppl,
         nll=mean,
         tokens_scored=total_tok,
         windows=n,

@@ -56,13 +56,16 @@ def quantize_qmc(
     outlier_bits: int = 8,
     n_clip: int = 20,
     noise_aware: bool = True,
+    cell_layout: str = "left",
 ) -> QuantizedTensor:
-    """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers."""
+    """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers (the
+    clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
+    holds its bits (:mod:`qmc_edge.cells`)."""
     w = w.detach().float()
     idx = outlier_positions(w, rho)
     mask = torch.ones(w.numel(), dtype=torch.bool)
     mask[idx] = False
-    moments = code_error_moments(bits, device) if noise_aware and not device.is_ideal else None
+    moments = code_error_moments(bits, device, cell_layout, None) if noise_aware and not device.is_ideal else None
     inl = quantize_uniform(
         w, bits, group_size, inlier_mask=mask.reshape(w.shape), clip_ratios=clip_grid(n_clip), moments=moments
     )
@@ -73,5 +76,6 @@ def quantize_qmc(
         code_memory="reram",
         cell_bits=device.bits_per_cell,
         meta_memory="mram",
+        cell_layout=cell_layout,
         outliers=OutlierTable(index=idx, codes=ocodes, scale=oscale, bits=outlier_bits),
     )

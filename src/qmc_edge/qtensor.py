@@ -8,17 +8,22 @@ Outlier index encoding (documented cost): compressed sparse rows. Each outlier s
 in ceil(log2(in_features)) bits and each row stores its outlier count in
 ceil(log2(in_features + 1)) bits. For SmolLM2 (576 or 1536 columns) at rho = 1% that is about
 0.1 + 0.02 bits per weight, far cheaper than a bitmap (1 bit per weight) or flat indices.
+
+MRAM faults reach every field a tensor keeps in MRAM (scales, zero points, outlier codes and scale,
+CSR index), optionally behind SECDED ECC whose check bits are billed as ``ecc_check_bits``: see
+:mod:`qmc_edge.mram`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .cells import cells_per_code, read_codes
 from .devices import DeviceModel, MRAMBitFlips
+from .mram import ECC_MODES, ecc_check_bits, effective_ecc, read_mram
 from .uniform import UniformCodes
 
 
@@ -69,6 +74,10 @@ class QuantizedTensor:
     scale_bits: int = 16  # fp16 scales; 8 for E8M0 power-of-two scales
     zero_bits: int | None = None  # None: same as code bits; 0: fixed zero point (symmetric formats)
     outliers: OutlierTable | None = None
+    # How a partial last ReRAM cell holds its bits: "left" (low edge of the level range) or "spread"
+    # (the device-independent even spread over the range, see qmc_edge.cells).
+    cell_layout: str = "left"
+    mram_ecc: str = "none"  # "secded": Hamming(72,64) per 64-bit word of each MRAM field (qmc_edge.mram)
 
     @property
     def numel(self) -> int:
@@ -80,16 +89,28 @@ class QuantizedTensor:
         mram: MRAMBitFlips | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The weight as the accelerator would see it after one read (noise-free without a device)."""
+        """The weight as the accelerator would see it after one read (noise-free without a device).
+
+        ``mram`` (an :class:`qmc_edge.mram.MRAMFaults`, or a plain ``MRAMBitFlips``) flips bits in
+        every MRAM field when the metadata is in MRAM, decoded through the tensor's ``mram_ecc``
+        (see :mod:`qmc_edge.mram`). ReRAM reads are drawn first, then MRAM faults; with
+        ``mram.ber == 0`` nothing is drawn and nothing changes.
+        """
         codes = self.inliers.codes
         if device is not None and self.code_memory == "reram" and not device.is_ideal:
-            codes = read_codes(codes, self.inliers.bits, device, generator)
+            codes = read_codes(codes, self.inliers.bits, device, generator, self.cell_layout, None)
+        in_mram = mram is not None and self.meta_memory == "mram"
+        if in_mram:
+            effective_ecc(self, mram)  # a mismatched ECC is a bug even when nothing flips
+        if in_mram and mram.ber > 0:
+            r = read_mram(self, mram, generator)
+            w = replace(self.inliers, scale=r.scale, zero=r.zero).dequantize(codes)
+            if r.outlier_index is not None:
+                w.view(-1)[r.outlier_index] = r.outlier_values
+            return w
         w = self.inliers.dequantize(codes)
         if self.outliers is not None and self.outliers.count:
-            ocodes = self.outliers.codes
-            if mram is not None and mram.ber > 0:
-                ocodes = mram.flip(ocodes, self.outliers.bits, generator)
-            w.view(-1)[self.outliers.index] = self.outliers.values(ocodes)
+            w.view(-1)[self.outliers.index] = self.outliers.values()
         return w
 
     def storage(self) -> StorageBits:
@@ -114,4 +135,9 @@ class QuantizedTensor:
             col_bits = max(1, math.ceil(math.log2(in_f)))
             cnt_bits = max(1, math.ceil(math.log2(in_f + 1)))
             s.components["outlier_index"] = (self.meta_memory, k * col_bits + out_f * cnt_bits)
+        if self.mram_ecc not in ECC_MODES:
+            raise ValueError(f"mram_ecc must be one of {', '.join(ECC_MODES)}, got {self.mram_ecc!r}")
+        if self.meta_memory == "mram" and self.mram_ecc != "none":
+            # SECDED check bits, 8 per 64 data bits of each MRAM field (qmc_edge.mram).
+            s.components["ecc_check_bits"] = ("mram", ecc_check_bits(self))
         return s

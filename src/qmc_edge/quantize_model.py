@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from .cells import cells_per_code
 from .methods import MethodSpec
 from .qmodel import QuantizedModel, seed_for
 
@@ -63,6 +64,7 @@ def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel 
     components: dict[str, int] = {}
     memory: dict[str, int] = {}
     cells = 0
+    under = 0
     if qm is None:
         q_params = sum(c for n, c in unique.values() if n in qnames)
         components["weights_fp16"] = q_params * FP16_BITS
@@ -72,6 +74,10 @@ def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel 
         for qt in qm.tensors.values():
             s = qt.storage()
             cells += s.reram_cells
+            if qt.code_memory == "reram" and qt.outliers is not None and qt.outliers.count:
+                # The dense cell array keeps a slot (the zero-point code) under every outlier: those
+                # cells are billed in the codes' capacity although their value lives in MRAM.
+                under += qt.outliers.count * cells_per_code(qt.inliers.bits, qt.cell_bits)
             for comp, (mem, bits) in s.components.items():
                 components[comp] = components.get(comp, 0) + bits
                 memory[mem] = memory.get(mem, 0) + bits
@@ -87,6 +93,7 @@ def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel 
         "bits_by_component": components,
         "bits_by_memory": {**memory, "unquantized_fp16_dram": rest_bits},
         "reram_cells": cells,
+        "reram_cells_under_outliers": under,
         "reram_bits_per_cell": spec.cell_bits_used,
         "outliers": sum(qt.outliers.count for qt in qm.tensors.values() if qt.outliers) if qm else 0,
         "quantized_layers_MB": q_bits / 8e6,

@@ -126,7 +126,7 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
     if tuple(codes.shape) != tuple(qt.shape) or codes.dtype != torch.uint8:
         raise QMCError(f"cannot export {name}: codes are {codes.dtype} {tuple(codes.shape)}, expected uint8 {qt.shape}")
     if qt.code_memory == "reram":
-        cells = codes_to_cells(codes, inl.bits, qt.cell_bits)  # (out, in, k), MSB cell first
+        cells = codes_to_cells(codes, inl.bits, qt.cell_bits, qt.cell_layout)  # (out, in, k), MSB cell first
         files["reram.safetensors"][name] = _u8(pack_bits(_np(cells), qt.cell_bits))
     else:
         files["codes.safetensors"][name] = _u8(pack_bits(_np(codes), inl.bits))
@@ -178,6 +178,8 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
         zero_encoding=zero_enc,
         zero_const=zero_const,
         outliers=outl,
+        mram_ecc=qt.mram_ecc,
+        cell_layout=qt.cell_layout if qt.code_memory == "reram" else "left",
     )
 
 

@@ -262,6 +262,8 @@ def _check_against_spec(spec: MethodSpec, e: TensorEntry) -> None:
         "scale_bits": e.scale_bits,
         "outlier_bits": o.bits if o is not None and o.count else None,
         "outliers": o.count if o is not None else 0,
+        "mram_ecc": e.mram_ecc,
+        "cell_layout": e.cell_layout,
     }
     for key, want in spec.expected_layout(e.shape).items():
         if key in have and have[key] != want:
@@ -280,8 +282,8 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
             k = cells_per_code(e.bits, e.cell_bits)
             levels = unpack_bits(files[code_file][e.name].numpy(), e.cell_bits, n * k)
             cells = torch.from_numpy(levels.astype(np.uint8)).reshape(out_f, in_f, k)
-            codes = cells_to_codes(cells, e.bits, e.cell_bits)
-            if not torch.equal(codes_to_cells(codes, e.bits, e.cell_bits), cells):
+            codes = cells_to_codes(cells, e.bits, e.cell_bits, e.cell_layout)
+            if not torch.equal(codes_to_cells(codes, e.bits, e.cell_bits, e.cell_layout), cells):
                 raise _Bad(f"tensor {e.name}: cell levels that no {e.bits}-bit code maps to")
             codes = codes.to(torch.uint8)
         else:
@@ -336,6 +338,8 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
         scale_bits=e.scale_bits,
         zero_bits=e.zero_bits,
         outliers=outliers,
+        mram_ecc=e.mram_ecc,
+        cell_layout=e.cell_layout,
     )
 
 

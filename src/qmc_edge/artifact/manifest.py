@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 FORMAT_NAME = "qmc-edge-artifact"
 FORMAT_VERSION = 2  # 2: method options per method (registry); 1: one flat option set
@@ -60,6 +60,21 @@ class TensorEntry(_Strict):
     zero_encoding: Literal["packed", "const", "float16", "float32"] = "packed"
     zero_const: float | None = None
     outliers: OutlierEntry | None = None
+    # ECC of the MRAM fields ("secded": Hamming(72,64) per 64-bit word; see qmc_edge.mram). The
+    # check bits are not in the files (the memory computes them when it is written) but are in the
+    # storage report. Written only when not "none", so artifacts without ECC are unchanged.
+    mram_ecc: Literal["none", "secded"] = "none"
+    # Placement of a partial last ReRAM cell (qmc_edge.cells); written only when not "left".
+    cell_layout: Literal["left", "spread"] = "left"
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler):
+        data = handler(self)
+        if data.get("mram_ecc") == "none":
+            del data["mram_ecc"]
+        if data.get("cell_layout") == "left":
+            del data["cell_layout"]
+        return data
 
 
 class DenseEntry(_Strict):

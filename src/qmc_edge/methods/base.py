@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..devices import DeviceModel, MRAMBitFlips, reram
 from ..qmodel import QuantizedModel
@@ -37,6 +38,86 @@ def cell_field(default: int | None = 3) -> Any:
 
 def ideal_field() -> Any:
     return Field(False, description="error-free cells of the same size (ablation)")
+
+
+# ReRAM device options (emem, qmc, and the library methods with reram=true): which device file, when
+# the cells are read (age since programming), what the clip search targets, and what-if knobs.
+DEVICE_DEFAULTS: dict[str, object] = {
+    "reram_device": "nvmexplorer_rram",
+    "age": None,
+    "target_age": None,
+    "noise_scale": 1.0,
+    "write_verify": False,
+    "read_noise": False,
+    "read_reference": "fixed",
+    "cell_layout": "left",
+}
+DEVICE_HELP = {
+    "reram_device": "ReRAM device file: a shipped name (`qmc devices`) or a path to a copy you edited",
+    "age": "time since programming at which the cells are read: 1s, 1h, 1d, 1y, 10y or seconds (default fresh)",
+    "target_age": "age the noise-aware clip search optimises for (qmc; default fresh)",
+    "noise_scale": "multiplier on the programmed level sigmas (what if cells are k times as noisy)",
+    "write_verify": "tighter write-verify programming (narrower programmed sigmas, sourced factor)",
+    "read_noise": "add per-read conductance noise to the programming error",
+    "read_reference": "read thresholds: fixed (at the fresh levels) or aged (tracking the drift)",
+    "cell_layout": "partial last cell: left (low edge of the levels) or spread (over the whole range)",
+}
+
+
+def device_fields(optional: bool = False) -> dict[str, Any]:
+    """pydantic Field objects for the ReRAM device options (None defaults when ``optional``)."""
+    return {k: Field(None if optional else v, description=DEVICE_HELP[k]) for k, v in DEVICE_DEFAULTS.items()}
+
+
+def check_device_options(spec: Any) -> None:
+    """Validate the device options of ``spec`` (ages parse, scale positive, the device file loads)."""
+    from ..device_spec import load_device, parse_age
+
+    for key in ("age", "target_age"):
+        v = getattr(spec, key, None)
+        if v is not None:
+            parse_age(v)
+    ns = spec.noise_scale
+    if ns is not None and not 0 < ns <= 100:
+        raise ValueError(f"noise_scale must be in (0, 100], got {ns}")
+    dev = spec.reram_device
+    if dev is not None:
+        load_device(dev)
+    # Options that would do nothing are refused, so that a label never claims what was not run.
+    bits, cells = getattr(spec, "bits", None), getattr(spec, "cell_bits", None)
+    if getattr(spec, "cell_layout", None) == "spread" and bits and cells and bits % cells == 0:
+        raise ValueError(f"cell_layout=spread applies only when cell_bits does not divide bits ({bits} / {cells})")
+    if getattr(spec, "read_reference", None) == "aged" and getattr(spec, "age", None) is None:
+        raise ValueError("read_reference=aged applies only with an age (the fresh thresholds are the same)")
+    if getattr(spec, "target_age", None) is not None and getattr(spec, "noise_aware", True) is False:
+        raise ValueError("target_age applies only to the noise-aware clip search; drop noise_aware=false or target_age")
+
+
+@lru_cache(maxsize=64)
+def _reram_model(cell_bits: int, ideal: bool, dev: str, age: object, scale: float, wv: bool, rn: bool, ref: str):
+    return reram(
+        cell_bits,
+        ideal=ideal,
+        device=dev,
+        age_s=0.0 if age is None else age,
+        noise_scale=scale,
+        write_verify=wv,
+        read_noise=rn,
+        reference=ref,
+    )
+
+
+def mram_ber_field() -> Any:
+    return Field(0.0, description="MRAM raw bit error rate per read, every MRAM field, in [0, 1)")
+
+
+def mram_ecc_field() -> Any:
+    return Field("none", description="MRAM error correction: none, or secded (Hamming(72,64) per 64-bit word)")
+
+
+def check_mram(ber: float) -> None:
+    if not 0.0 <= ber < 1.0:
+        raise ValueError(f"mram_ber must be in [0, 1), got {ber}")
 
 
 def embeddings_field() -> Any:
@@ -126,19 +207,50 @@ class MethodSpec(BaseModel):
         """Bits per ReRAM cell when the codes live in ReRAM, else None."""
         return self.device().bits_per_cell if self.uses_reram else None
 
-    def device(self) -> DeviceModel:
-        """The ReRAM model that holds the codes (only for methods that use ReRAM)."""
+    def device(self, for_search: bool = False) -> DeviceModel:
+        """The ReRAM model that holds the codes (only for methods that use ReRAM): read at ``age``, or,
+        with ``for_search``, at the ``target_age`` the noise-aware clip search optimises for."""
         if not self.uses_reram:
             raise ValueError(f"{self.name} stores no codes in ReRAM")
-        return reram(int(getattr(self, "cell_bits", 3) or 3), ideal=bool(getattr(self, "ideal_memory", False)))
+        opt = {k: getattr(self, k, None) for k in DEVICE_DEFAULTS}
+        opt = {k: (DEVICE_DEFAULTS[k] if v is None else v) for k, v in opt.items()}
+        age = opt["target_age"] if for_search else opt["age"]
+        return _reram_model(
+            int(getattr(self, "cell_bits", 3) or 3),
+            bool(getattr(self, "ideal_memory", False)),
+            str(opt["reram_device"]),
+            age,
+            float(opt["noise_scale"]),
+            bool(opt["write_verify"]),
+            bool(opt["read_noise"]),
+            str(opt["read_reference"]),
+        )
+
+    @property
+    def layout(self) -> str:
+        """How a partial last ReRAM cell holds its bits (qmc_edge.cells)."""
+        return str(getattr(self, "cell_layout", None) or "left")
 
     def mram(self) -> MRAMBitFlips:
-        return MRAMBitFlips(ber=float(getattr(self, "mram_ber", 0.0)))
+        """The MRAM fault model: raw bit errors in every MRAM field, decoded through the ECC."""
+        from ..mram import MRAMFaults
+
+        return MRAMFaults(ber=float(getattr(self, "mram_ber", 0.0)), ecc=str(getattr(self, "mram_ecc", "none")))
 
     @property
     def noisy(self) -> bool:
         """Whether reads are random, so that several seeds are meaningful."""
+        if float(getattr(self, "mram_ber", 0.0)) > 0:
+            return True
         return self.uses_reram and not self.device().is_ideal
+
+    def tag_mram(self, qt: QuantizedTensor) -> QuantizedTensor:
+        """Record this spec's MRAM error correction and ReRAM cell layout on a tensor it placed."""
+        if qt.meta_memory == "mram":
+            qt.mram_ecc = str(getattr(self, "mram_ecc", None) or "none")
+        if qt.code_memory == "reram":
+            qt.cell_layout = self.layout
+        return qt
 
     def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
         """What every quantized tensor of this method must look like (artifacts are checked
@@ -152,6 +264,8 @@ class MethodSpec(BaseModel):
         if hasattr(self, "group_size"):
             lay["group_size"] = min(int(self.group_size) or shape[1], shape[1])
         lay["outlier_bits"] = None
+        lay["mram_ecc"] = str(getattr(self, "mram_ecc", None) or "none") if self.uses_reram else "none"
+        lay["cell_layout"] = self.layout if self.uses_reram else "left"
         return lay
 
     # ------------------------------------------------------------------ quantization
@@ -164,6 +278,48 @@ class MethodSpec(BaseModel):
     ) -> QuantizedModel | None:
         """Quantize the parameters ``names`` of ``model`` (left unchanged); None for the reference."""
         raise NotImplementedError
+
+
+_F = device_fields()
+_O = device_fields(optional=True)
+
+
+class ReRAMOptions(BaseModel):
+    """The ReRAM device options of a method whose codes always live in ReRAM (emem, qmc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    reram_device: str = _F["reram_device"]
+    age: str | float | None = _F["age"]
+    noise_scale: float = _F["noise_scale"]
+    write_verify: bool = _F["write_verify"]
+    read_noise: bool = _F["read_noise"]
+    read_reference: Literal["fixed", "aged"] = _F["read_reference"]
+    cell_layout: Literal["left", "spread"] = _F["cell_layout"]
+
+    @model_validator(mode="after")
+    def _check_device(self) -> ReRAMOptions:
+        check_device_options(self)
+        return self
+
+
+class OptionalReRAMOptions(BaseModel):
+    """The same options where ReRAM is optional (reram=true): None unless the codes are in ReRAM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    reram_device: str | None = _O["reram_device"]
+    age: str | float | None = _O["age"]
+    noise_scale: float | None = _O["noise_scale"]
+    write_verify: bool | None = _O["write_verify"]
+    read_noise: bool | None = _O["read_noise"]
+    read_reference: Literal["fixed", "aged"] | None = _O["read_reference"]
+    cell_layout: Literal["left", "spread"] | None = _O["cell_layout"]
+
+    @model_validator(mode="after")
+    def _check_device(self) -> OptionalReRAMOptions:
+        check_device_options(self)
+        return self
 
 
 class TensorMethod(MethodSpec):

@@ -9,27 +9,33 @@ from pydantic import model_validator
 
 from ..baselines import quantize_emem_naive
 from .base import (
+    ReRAMOptions,
     TensorMethod,
     bits_field,
     cell_field,
     check_bits,
     check_cells,
     check_group,
+    check_mram,
     embeddings_field,
     group_field,
     ideal_field,
+    mram_ber_field,
+    mram_ecc_field,
 )
 from .registry import register
 from .rtn import group_label
 
 
 @register
-class EMEM(TensorMethod):
+class EMEM(ReRAMOptions, TensorMethod):
     method: Literal["emem"] = "emem"
     bits: int = bits_field()
     group_size: int = group_field()
     cell_bits: int = cell_field()
     ideal_memory: bool = ideal_field()
+    mram_ber: float = mram_ber_field()
+    mram_ecc: Literal["none", "secded"] = mram_ecc_field()
     quantize_embeddings: bool = embeddings_field()
 
     summary = "RTN codes of the whole tensor, no outlier split, in multi-level ReRAM"
@@ -41,6 +47,7 @@ class EMEM(TensorMethod):
         check_bits(self.bits, (2, 3, 4, 8), "emem")
         check_group(self.group_size)
         check_cells(self.cell_bits)
+        check_mram(self.mram_ber)
         return self
 
     @property
@@ -52,4 +59,4 @@ class EMEM(TensorMethod):
         return f"eMEM-naive {self.bits}b {group_label(self.group_size)} @{self.cell_bits}b/cell{ideal}"
 
     def quantize_tensor(self, w: torch.Tensor):
-        return quantize_emem_naive(w, self.bits, self.device(), self.group_size or None)
+        return self.tag_mram(quantize_emem_naive(w, self.bits, self.device(for_search=True), self.group_size or None))

@@ -3,23 +3,38 @@ or with ``reram=true`` in multi-level ReRAM with the scales in MRAM (like eMEM-n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ..qtensor import QuantizedTensor
-from .base import MethodSpec, bits_field, cell_field, check_bits, check_cells, check_group, group_field, place_in_reram
+from .base import (
+    DEVICE_DEFAULTS,
+    MethodSpec,
+    OptionalReRAMOptions,
+    bits_field,
+    cell_field,
+    check_bits,
+    check_cells,
+    check_group,
+    check_mram,
+    group_field,
+    place_in_reram,
+)
 from .rtn import group_label
 
 
-class LibraryMethod(MethodSpec):
+class LibraryMethod(OptionalReRAMOptions, MethodSpec):
     bits: int = bits_field()
     group_size: int = group_field()
     reram: bool = Field(False, description="codes in multi-level ReRAM, scales and zero points in MRAM")
     cell_bits: int | None = cell_field(None)
     ideal_memory: bool | None = Field(None, description="error-free cells of the same size (with reram=true)")
+    mram_ber: float | None = Field(None, description="MRAM raw bit error rate per read (with reram=true)")
+    mram_ecc: Literal["none", "secded"] | None = Field(None, description="MRAM error correction (with reram=true)")
 
     shown = frozenset({"bits", "group_size", "reram", "cell_bits", "ideal_memory"})
+    implied = {"mram_ber": 0.0, "mram_ecc": "none", **{k: v for k, v in DEVICE_DEFAULTS.items() if k != "target_age"}}
 
     @model_validator(mode="before")
     @classmethod
@@ -30,8 +45,13 @@ class LibraryMethod(MethodSpec):
         if data.get("reram"):
             data.setdefault("cell_bits", 3)
             data.setdefault("ideal_memory", False)
+            data.setdefault("mram_ber", 0.0)
+            data.setdefault("mram_ecc", "none")
+            for key, value in DEVICE_DEFAULTS.items():
+                if key != "target_age" and value is not None:
+                    data.setdefault(key, value)
         else:
-            for key in ("cell_bits", "ideal_memory"):
+            for key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *DEVICE_DEFAULTS):
                 if data.get(key) is not None:
                     raise ValueError(f"{key} applies only with reram=true (codes in ReRAM)")
         return data
@@ -41,6 +61,7 @@ class LibraryMethod(MethodSpec):
         check_bits(self.bits, (2, 3, 4, 8), self.method)
         check_group(self.group_size)
         check_cells(self.cell_bits)
+        check_mram(self.mram_ber or 0.0)
         return self
 
     def base_name(self) -> str:
@@ -65,4 +86,4 @@ class LibraryMethod(MethodSpec):
 
     def place(self, qt: QuantizedTensor) -> QuantizedTensor:
         """Put the library's codes where this spec says: ideal memory, or ReRAM with metadata in MRAM."""
-        return place_in_reram(qt, int(self.cell_bits)) if self.reram else qt
+        return self.tag_mram(place_in_reram(qt, int(self.cell_bits))) if self.reram else qt

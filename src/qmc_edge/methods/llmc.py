@@ -20,7 +20,7 @@ class LLMCompressorMethod(LibraryMethod):
     calib_len: int | None = c_len
 
     stored_in = "ideal memory (reram=true: ReRAM)"
-    implied = {"calib_samples": CALIB_SAMPLES, "calib_len": CALIB_LEN}
+    implied = {**LibraryMethod.implied, "calib_samples": CALIB_SAMPLES, "calib_len": CALIB_LEN}
 
     @model_validator(mode="before")
     @classmethod

@@ -20,14 +20,19 @@ from ..qmodel import QuantizedModel
 from ..qtensor import QuantizedTensor
 from ..torch_device import model_device
 from .base import (
+    DEVICE_HELP,
+    ReRAMOptions,
     TensorMethod,
     cell_field,
     check_bits,
     check_cells,
     check_group,
+    check_mram,
     embeddings_field,
     group_field,
     ideal_field,
+    mram_ber_field,
+    mram_ecc_field,
 )
 from .registry import register
 from .rtn import group_label
@@ -68,7 +73,7 @@ c_samples, c_len = calib_fields()
 
 
 @register
-class QMC(TensorMethod):
+class QMC(ReRAMOptions, TensorMethod):
     method: Literal["qmc"] = "qmc"
     bits: int = Field(3, description="inlier bits: 2, 3 or 4")
     group_size: int = group_field()
@@ -81,8 +86,10 @@ class QMC(TensorMethod):
         "nearest", description="inlier rounding: nearest, or gptq (error compensation on calibration text)"
     )
     ideal_memory: bool = ideal_field()
-    mram_ber: float = Field(0.0, description="MRAM bit error rate per read of the outlier codes, in [0, 1)")
+    mram_ber: float = mram_ber_field()
+    mram_ecc: Literal["none", "secded"] = mram_ecc_field()
     quantize_embeddings: bool = embeddings_field()
+    target_age: str | float | None = Field(None, description=DEVICE_HELP["target_age"])
     calib_samples: int | None = c_samples
     calib_len: int | None = c_len
 
@@ -108,8 +115,7 @@ class QMC(TensorMethod):
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
         if self.n_clip < 1:
             raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
-        if not 0.0 <= self.mram_ber < 1.0:
-            raise ValueError(f"mram_ber must be in [0, 1), got {self.mram_ber}")
+        check_mram(self.mram_ber)
         if self.rounding == "gptq" and self.quantize_embeddings:
             raise ValueError("rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
         check_calibration(self.calib_samples, self.calib_len)
@@ -130,22 +136,20 @@ class QMC(TensorMethod):
     def calibrated(self) -> bool:
         return self.rounding == "gptq"
 
-    @property
-    def noisy(self) -> bool:
-        return self.mram_ber > 0 or not self.device().is_ideal
-
     def quantize_tensor(self, w: torch.Tensor) -> QuantizedTensor:
         """The outlier split and noise-aware grid with round-to-nearest inliers."""
-        return quantize_qmc(
+        qt = quantize_qmc(
             w,
             self.bits,
-            self.device(),
+            self.device(for_search=True),
             rho=self.rho,
             group_size=self.group_size or None,
             outlier_bits=self.outlier_bits,
             n_clip=self.n_clip,
             noise_aware=self.noise_aware,
+            cell_layout=self.layout,
         )
+        return self.tag_mram(qt)
 
     def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
         k = round(self.rho * shape[0] * shape[1])

@@ -1,0 +1,477 @@
+"""MRAM faults in every bit a quantized tensor keeps in MRAM, with an optional SECDED ECC.
+
+What is exposed
+---------------
+A tensor whose ``meta_memory == "mram"`` keeps these fields in MRAM, exactly the bits that
+:meth:`QuantizedTensor.storage` bills to MRAM (:func:`mram_fields` lists them; their sum plus
+:func:`ecc_check_bits` is ``storage().by_memory()["mram"]``):
+
+=================  ====================================  =========================================
+field              elements x bits                       stored representation that is flipped
+=================  ====================================  =========================================
+``scales``         out x n_groups, ``scale_bits`` each   16: IEEE fp16 bits; 8: OCP E8M0 byte
+                                                         (2**(byte-127), 0xFF = NaN); 32: fp32 bits
+``zero_points``    out x n_groups, ``zero_bits`` each    16: fp16 bits (real-valued, e.g. HQQ);
+                   (code bits when None; 0: none)        otherwise an unsigned integer
+``outlier_codes``  k x ``outliers.bits``                 two's complement (the same flips as the
+                                                         artifact's offset-binary form)
+``outlier_scale``  1 x 16                                fp16 bits of the per-tensor scale
+``outlier_cols``   k x ceil(log2(in))                    unsigned column of each outlier (CSR)
+``outlier_counts`` out x ceil(log2(in + 1))              unsigned outlier count of each row (CSR)
+=================  ====================================  =========================================
+
+Each field is one bit stream: its elements in order, each element most significant bit first (as
+:mod:`qmc_edge.artifact.pack` writes them). Every bit flips independently with probability ``ber``
+per read; tensors in DRAM, and all ReRAM codes, get no MRAM faults.
+
+What a read returns (hardware semantics)
+----------------------------------------
+* A scale or zero point whose stored bits changed decodes as the hardware would: a flipped fp16
+  exponent bit can scale a group by up to 2**15, or make it inf / NaN (exponent all ones); the
+  weights of that group are then inf or NaN (NaN where the code equals the zero point, 0 * inf),
+  exactly what an IEEE datapath computes. Nothing is clamped or repaired: a perplexity of inf or
+  NaN is the honest result of such a fault. Elements whose bits did not change keep their exact
+  in-memory value (so a library scale that is not exactly fp16 is rounded to fp16 only when one of
+  its bits flipped; the outlier scale likewise).
+* The CSR index is decoded as a hardware walker would: row r owns table entries
+  ``[sum(counts[:r]), sum(counts[:r + 1]))``, in table order. Rules, deterministic and stated:
+  entries that the counts do not reach (counts summing to less than k) are dropped; counts that run
+  past the k stored entries stop at the end of the table (nothing is read past it); an entry whose
+  column is >= in_features is dropped (bounds-checked decode, never written out of range); when
+  two entries land on the same weight the later one in table order wins (sequential writes).
+  A dropped or displaced outlier leaves its slot with the inlier value the ReRAM array holds
+  there (the zero-point code, so about 0). The output always has the tensor's shape.
+
+ECC (``ecc="secded"``)
+----------------------
+Extended Hamming(72,64) SECDED per 64-bit word of each field's stream: 8 check bits per word (7
+Hamming bits at codeword positions 1, 2, 4, ..., 64 and an overall parity bit), the data at the 64
+other positions 3..71. A field's last word is *shortened*: its missing data bits are known zeros,
+never stored and never flipped, but it still has all 8 check bits. Check bits live in MRAM and
+flip at the same ``ber``; they are counted in storage as the component ``ecc_check_bits``
+(8 * ceil(bits / 64) per field). Decoding is simulated from the actual flipped positions, so it
+behaves as the hardware decoder does:
+
+* syndrome = XOR of the codeword positions of the flipped bits, parity = number of flips mod 2;
+* parity odd: the decoder assumes one error and flips the bit at the syndrome position (a check or
+  parity bit: the data is left as read). One flip is therefore always corrected; three or more odd
+  flips can be *miscorrected* (a fourth data bit flipped), silently. A syndrome naming no stored
+  bit (past position 71, or a missing bit of a shortened word) is flagged as detected;
+* parity even and syndrome non-zero: detected uncorrectable (every double flip lands here);
+* parity even and syndrome zero: no error flagged (four or more flips can cancel: silent).
+
+Detected-uncorrectable words: ``on_detected="as_read"`` (default) delivers the word as read, with
+its errors: an SECDED memory controller reports the error (an interrupt / poison flag) but an
+inference accelerator with no retry path consumes the data anyway, so that is the pessimistic and
+realistic default; the count of detected words is in :func:`read_mram`'s report so a benchmark
+can say how often a system with a handler would have known. ``on_detected="zero"`` models a
+controller that zeroes (poisons to zero) a detected word instead.
+
+Random draws
+------------
+With ``ber == 0`` nothing is drawn and every value is bit for bit what it was before this module.
+With ``ber > 0``: one float64 uniform per stored data bit of all fields (in :func:`mram_fields`
+order), then, with ECC, one per check bit; so for one generator state the data flips are the same
+with and without ECC (paired comparisons). float64 because a float32 uniform is a multiple of
+2**-24, which would floor any ber below 6e-8 at 6e-8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from .devices import MRAMBitFlips
+
+if TYPE_CHECKING:
+    from .qtensor import QuantizedTensor
+
+ECC_MODES = ("none", "secded")
+ON_DETECTED = ("as_read", "zero")
+WORD_DATA_BITS = 64
+WORD_CHECK_BITS = 8
+
+# Word status after the SECDED decoder.
+CLEAN, CORRECTED, DETECTED = 0, 1, 2
+
+# Codeword positions (1..71) of the 64 data bits: every position that is not a power of two.
+_DATA_POS = torch.tensor([p for p in range(1, 72) if p & (p - 1)], dtype=torch.int64)
+_POS_TO_DATA = torch.full((128,), -1, dtype=torch.int64)
+_POS_TO_DATA[_DATA_POS] = torch.arange(WORD_DATA_BITS)
+# Positions of the 8 check bits of a word: Hamming bits at 1, 2, ..., 64, overall parity at 0.
+_CHECK_POS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 0], dtype=torch.int64)
+assert _DATA_POS.numel() == WORD_DATA_BITS
+
+
+@dataclass
+class MRAMFaults(MRAMBitFlips):
+    """Bit flips at ``ber`` per stored MRAM bit per read, in every MRAM field of a tensor.
+
+    ``ecc``: ``"none"`` or ``"secded"``, which must be what the tensor stores
+    (``QuantizedTensor.mram_ecc``: its check bits exist only if they were stored); None follows the
+    tensor. ``on_detected``: what a detected-uncorrectable SECDED word reads as (module docstring).
+    """
+
+    ecc: str | None = None
+    on_detected: str = "as_read"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ber <= 1.0:
+            raise ValueError(f"MRAM bit error rate must be in [0, 1], got {self.ber}")
+        if self.ecc is not None and self.ecc not in ECC_MODES:
+            raise ValueError(f"MRAM ECC must be one of {', '.join(ECC_MODES)}, got {self.ecc!r}")
+        if self.on_detected not in ON_DETECTED:
+            raise ValueError(f"on_detected must be one of {', '.join(ON_DETECTED)}, got {self.on_detected!r}")
+
+
+# --------------------------------------------------------------------------- what is stored
+
+
+def col_bits(in_features: int) -> int:
+    """Bits per outlier column in the CSR index (as qtensor.py counts them)."""
+    return max(1, math.ceil(math.log2(in_features)))
+
+
+def count_bits(in_features: int) -> int:
+    """Bits per row count in the CSR index (as qtensor.py counts them)."""
+    return max(1, math.ceil(math.log2(in_features + 1)))
+
+
+def _layout(qt: QuantizedTensor) -> dict[str, tuple[int, int]]:
+    """Field name -> (elements, bits per element) of what ``qt`` keeps in MRAM, in draw order."""
+    if qt.meta_memory != "mram":
+        return {}
+    out_f, in_f = qt.shape
+    n_meta = out_f * qt.inliers.n_groups
+    f = {"scales": (n_meta, qt.scale_bits)}
+    zb = qt.inliers.bits if qt.zero_bits is None else qt.zero_bits
+    if zb:
+        f["zero_points"] = (n_meta, zb)
+    o = qt.outliers
+    if o is not None and o.count:
+        f["outlier_codes"] = (o.count, o.bits)
+        f["outlier_scale"] = (1, 16)
+        f["outlier_cols"] = (o.count, col_bits(in_f))
+        f["outlier_counts"] = (out_f, count_bits(in_f))
+    return {k: v for k, v in f.items() if v[0] * v[1] > 0}
+
+
+def mram_fields(qt: QuantizedTensor) -> dict[str, int]:
+    """Stored data bits per MRAM field of ``qt`` (empty when its metadata is not in MRAM). Their
+    sum plus :func:`ecc_check_bits` is the MRAM total of ``qt.storage()``."""
+    return {name: n * w for name, (n, w) in _layout(qt).items()}
+
+
+def check_bits_for(data_bits: int, ecc: str) -> int:
+    """Check bits that protect one field of ``data_bits`` bits."""
+    if ecc == "none" or data_bits <= 0:
+        return 0
+    if ecc == "secded":
+        return WORD_CHECK_BITS * -(-data_bits // WORD_DATA_BITS)
+    raise ValueError(f"MRAM ECC must be one of {', '.join(ECC_MODES)}, got {ecc!r}")
+
+
+def ecc_check_bits(qt: QuantizedTensor, ecc: str | None = None) -> int:
+    """MRAM check bits of ``qt`` under ``ecc`` (default: the tensor's ``mram_ecc``)."""
+    mode = qt.mram_ecc if ecc is None else ecc
+    return sum(check_bits_for(b, mode) for b in mram_fields(qt).values())
+
+
+def effective_ecc(qt: QuantizedTensor, mram: MRAMBitFlips) -> str:
+    """The ECC that decodes ``qt``'s MRAM reads: the tensor's, which ``mram.ecc`` must match."""
+    want = getattr(mram, "ecc", None)
+    have = qt.mram_ecc
+    if have not in ECC_MODES:
+        raise ValueError(f"tensor mram_ecc must be one of {', '.join(ECC_MODES)}, got {have!r}")
+    if want is not None and want != have and qt.meta_memory == "mram":
+        raise ValueError(
+            f"MRAM faults ask for ecc={want!r} but the tensor stores mram_ecc={have!r}; "
+            "set QuantizedTensor.mram_ecc when quantizing (its check bits exist only if stored)"
+        )
+    return have
+
+
+def _fp_bits(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Unsigned int64 bit pattern of ``x`` as IEEE fp16 / fp32."""
+    if width == 16:
+        return x.to(torch.float16).view(torch.int16).to(torch.int64) & 0xFFFF
+    if width == 32:
+        return x.to(torch.float32).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    raise ValueError(f"no float format of {width} bits")
+
+
+def _fp_value(bits: torch.Tensor, width: int) -> torch.Tensor:
+    """float32 value of unsigned fp16 / fp32 bit patterns (inf and NaN included)."""
+    if width == 16:
+        signed = torch.where(bits >= 1 << 15, bits - (1 << 16), bits)
+        return signed.to(torch.int16).view(torch.float16).to(torch.float32)
+    signed = torch.where(bits >= 1 << 31, bits - (1 << 32), bits)
+    return signed.to(torch.int32).view(torch.float32)
+
+
+def _e8m0_bits(scale: torch.Tensor) -> torch.Tensor:
+    """OCP MX E8M0 byte of power-of-two scales: round(log2 s) + 127, in 0..254."""
+    e = torch.round(torch.log2(scale.to(torch.float64)))
+    e = torch.nan_to_num(e, nan=0.0, posinf=127.0, neginf=-127.0)
+    return (e + 127).clamp(0, 254).to(torch.int64)
+
+
+def _e8m0_value(bits: torch.Tensor) -> torch.Tensor:
+    v = torch.pow(torch.tensor(2.0, dtype=torch.float64), (bits - 127).to(torch.float64)).to(torch.float32)
+    return torch.where(bits == 0xFF, torch.full_like(v, float("nan")), v)
+
+
+def _stored(qt: QuantizedTensor, name: str) -> torch.Tensor:
+    """The stored unsigned value (int64) of every element of one MRAM field."""
+    inl, o = qt.inliers, qt.outliers
+    out_f, in_f = qt.shape
+    n, w = _layout(qt)[name]
+    if name == "scales":
+        s = inl.scale.reshape(-1)
+        if w == 8:
+            return _e8m0_bits(s)
+        if w in (16, 32):
+            return _fp_bits(s, w)
+        raise ValueError(f"cannot model MRAM faults in {w}-bit scales (16: fp16, 8: E8M0, 32: fp32)")
+    if name == "zero_points":
+        z = inl.zero.reshape(-1)
+        if w in (16, 32):
+            return _fp_bits(z, w)
+        return torch.nan_to_num(torch.round(z.to(torch.float64))).clamp(0, (1 << w) - 1).to(torch.int64)
+    if name == "outlier_codes":
+        return o.codes.to(torch.int64) & ((1 << w) - 1)
+    if name == "outlier_scale":
+        return _fp_bits(torch.tensor([o.scale], dtype=torch.float64), 16)
+    if name == "outlier_cols":
+        return o.index.to(torch.int64) % in_f
+    if name == "outlier_counts":
+        return torch.bincount(o.index.to(torch.int64) // in_f, minlength=out_f)
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- SECDED
+
+
+def secded_decode(n: int, data_flips: torch.Tensor, check_flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one field of ``n`` data bits through extended Hamming(72,64), given what flipped.
+
+    ``data_flips``: sorted indices (int64) of the flipped data bits of the field's stream (word w
+    holds bits 64w..64w+63); ``check_flips``: sorted indices of flipped check bits (word w's at
+    8w..8w+7: the Hamming bits of positions 1, 2, 4, ..., 64, then the overall parity bit). The
+    code is linear, so decoding the error pattern alone is exactly the hardware's decoding of the
+    data. Returns the sorted indices of the data bits still wrong after the decoder acted
+    (corrections and miscorrections applied; detected words as read) and the status of every word
+    (CLEAN, CORRECTED or DETECTED, int8).
+    """
+    n_words = -(-n // WORD_DATA_BITS)
+    d, c = data_flips.to(torch.int64), check_flips.to(torch.int64)
+    status = torch.zeros(n_words, dtype=torch.int8)
+    if d.numel() + c.numel() == 0:
+        return d, status
+    words = torch.cat([d // WORD_DATA_BITS, c // WORD_CHECK_BITS])
+    pos = torch.cat([_DATA_POS[d % WORD_DATA_BITS], _CHECK_POS[c % WORD_CHECK_BITS]])
+    hit = torch.unique(words)  # only words with a flip can be flagged
+    where = torch.searchsorted(hit, words)
+    parity = torch.bincount(where, minlength=hit.numel()) & 1
+    syndrome = torch.zeros(hit.numel(), dtype=torch.int64)
+    for b in range(7):
+        ones = torch.zeros(hit.numel(), dtype=torch.int64).index_add_(0, where, (pos >> b) & 1)
+        syndrome |= (ones & 1) << b
+    odd = parity == 1
+    slot = _POS_TO_DATA[syndrome]  # data bit the syndrome names; -1 for a check position or none
+    bit = hit * WORD_DATA_BITS + slot
+    names_data = (slot >= 0) & (bit < n)  # a shortened word's missing bits are not stored
+    names_check = (syndrome & (syndrome - 1)) == 0  # 0 (the overall parity bit) or a power of two
+    detected = (odd & ~names_data & ~names_check) | (~odd & (syndrome != 0))
+    status[hit[odd & (names_data | names_check)]] = CORRECTED
+    status[hit[detected]] = DETECTED
+    # The decoder flips the named data bit: a correction if it had flipped, else a miscorrection.
+    both, counts = torch.unique(torch.cat([d, bit[odd & names_data]]), return_counts=True)
+    return both[counts == 1], status
+
+
+def secded_read(data_err: torch.Tensor, check_err: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`secded_decode` on boolean masks: (n,) flipped data bits and (8 * ceil(n / 64),)
+    flipped check bits; returns the (n,) mask of data bits wrong after decoding, and word status."""
+    n = data_err.numel()
+    need = WORD_CHECK_BITS * -(-n // WORD_DATA_BITS)
+    if check_err.numel() != need:
+        raise ValueError(f"{n} data bits need {need} check bits, got {check_err.numel()}")
+    d = torch.nonzero(data_err.reshape(-1)).squeeze(1)
+    c = torch.nonzero(check_err.reshape(-1)).squeeze(1)
+    wrong, status = secded_decode(n, d, c)
+    after = torch.zeros(n, dtype=torch.bool)
+    after[wrong] = True
+    return after, status
+
+
+# --------------------------------------------------------------------------- one read
+
+
+@dataclass
+class FieldRead:
+    """One MRAM field after one read: what flipped, what the ECC did, and the values read."""
+
+    name: str
+    elements: int
+    width: int
+    raw_flips: int = 0  # data bits flipped in the cells
+    check_flips: int = 0  # check bits flipped (ECC only)
+    words: int = 0  # SECDED words (ECC only)
+    corrected_words: int = 0  # words the decoder corrected (or believed it did)
+    detected_words: int = 0  # detected uncorrectable
+    silent_words: int = 0  # not flagged as detected, data still wrong (miscorrected or undetected)
+    wrong_bits: int = 0  # data bits that differ from what was stored, after the ECC
+    stored: torch.Tensor | None = field(default=None, repr=False)  # (elements,) int64 stored values
+    read: torch.Tensor | None = field(default=None, repr=False)  # (elements,) int64 values read
+    changed: torch.Tensor | None = field(default=None, repr=False)  # indices of elements read wrong
+    word_status: torch.Tensor | None = field(default=None, repr=False)  # (words,) int8, ECC only
+
+    @property
+    def bits(self) -> int:
+        return self.elements * self.width
+
+
+@dataclass
+class MRAMRead:
+    """The MRAM metadata of one tensor as one read returns it (see the module docstring)."""
+
+    ecc: str
+    fields: dict[str, FieldRead]
+    scale: torch.Tensor  # (out, n_groups) float32, decoded
+    zero: torch.Tensor  # (out, n_groups) float32, decoded
+    outlier_index: torch.Tensor | None = None  # flat positions written (unique), or None
+    outlier_values: torch.Tensor | None = None  # float32 values written there
+
+    def report(self) -> dict[str, dict[str, int]]:
+        """Counts per field (bits, flips, SECDED word outcomes), e.g. for a benchmark's JSON."""
+        keys = ("bits", "raw_flips", "check_flips", "words", "corrected_words", "detected_words")
+        return {n: {k: getattr(f, k) for k in (*keys, "silent_words", "wrong_bits")} for n, f in self.fields.items()}
+
+
+def decode_csr(counts: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions and table entries of a CSR outlier index as read (possibly corrupted).
+
+    Row r owns entries [sum(counts[:r]), sum(counts[:r+1])) of the k-entry table. Entries no row
+    reaches are dropped, counts past the table stop at its end, columns >= in_features are dropped,
+    and of entries that land on one position the last in table order is kept. Returns (positions,
+    entries): unique positions in [0, out * in), and for each the table entry written there.
+    """
+    out_f, in_f = shape
+    k = cols.numel()
+    ptr = torch.cumsum(counts.to(torch.int64), 0)
+    entry = torch.arange(k, dtype=torch.int64)
+    rows = torch.searchsorted(ptr, entry, right=True)
+    col = cols.to(torch.int64)
+    ok = (rows < out_f) & (col < in_f)
+    entry = entry[ok]
+    pos = rows[ok] * in_f + col[ok]
+    if pos.numel() == 0:
+        return pos, entry
+    order = torch.argsort(pos, stable=True)  # table order within equal positions
+    pos, entry = pos[order], entry[order]
+    last = torch.ones(pos.numel(), dtype=torch.bool)
+    last[:-1] = pos[1:] != pos[:-1]
+    return pos[last], entry[last]
+
+
+def _element_xor(wrong: torch.Tensor, elements: int, width: int) -> torch.Tensor:
+    """Per element, the XOR mask of its wrong bits (``wrong``: bit indices, each at most once;
+    each element MSB first in the stream)."""
+    shift = width - 1 - wrong % width
+    return torch.zeros(elements, dtype=torch.int64).index_add_(0, wrong // width, torch.ones_like(wrong) << shift)
+
+
+def _zero_detected(wrong: torch.Tensor, status: torch.Tensor, stored: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Wrong bits when every detected word reads as all zeros (its wrong bits: its stored ones)."""
+    words = torch.nonzero(status == DETECTED).squeeze(1)
+    bit = (words[:, None] * WORD_DATA_BITS + torch.arange(WORD_DATA_BITS)).reshape(-1)
+    bit = bit[bit < n]
+    ones = bit[((stored[bit // width] >> (width - 1 - bit % width)) & 1).bool()]
+    keep = wrong[status[wrong // WORD_DATA_BITS] != DETECTED]
+    return torch.sort(torch.cat([keep, ones])).values
+
+
+def read_mram(qt: QuantizedTensor, mram: MRAMBitFlips, generator: torch.Generator | None) -> MRAMRead:
+    """One read of every MRAM field of ``qt`` under ``mram`` faults, decoded (module docstring).
+
+    Draws nothing when ``mram.ber == 0`` or nothing of ``qt`` is in MRAM."""
+    ecc = effective_ecc(qt, mram)
+    on_detected = getattr(mram, "on_detected", "as_read")
+    layout = _layout(qt)
+    inl = qt.inliers
+    res = MRAMRead(ecc=ecc, fields={}, scale=inl.scale, zero=inl.zero)
+    o = qt.outliers
+    if o is not None and o.count:
+        res.outlier_index, res.outlier_values = o.index, o.values()
+    ber = float(mram.ber)
+    if ber <= 0 or not layout:
+        res.fields = {name: FieldRead(name, n, w) for name, (n, w) in layout.items()}
+        return res
+    sizes = [n * w for n, w in layout.values()]
+    checks = [check_bits_for(b, ecc) for b in sizes]
+    # One uniform per stored bit, data of all fields first, then check bits (module docstring).
+    flips = torch.nonzero(torch.rand(sum(sizes), generator=generator, dtype=torch.float64) < ber).squeeze(1)
+    cflips = torch.empty(0, dtype=torch.int64)
+    if sum(checks):
+        cflips = torch.nonzero(torch.rand(sum(checks), generator=generator, dtype=torch.float64) < ber).squeeze(1)
+    off = coff = 0
+    for (name, (n, w)), size, csize in zip(layout.items(), sizes, checks, strict=True):
+        d = _window(flips, off, size)
+        fr = FieldRead(name, n, w, raw_flips=d.numel(), stored=_stored(qt, name))
+        wrong = d
+        if ecc != "none":
+            c = _window(cflips, coff, csize)
+            wrong, status = secded_decode(size, d, c)
+            fr.check_flips, fr.words, fr.word_status = c.numel(), status.numel(), status
+            fr.corrected_words = int((status == CORRECTED).sum())
+            fr.detected_words = int((status == DETECTED).sum())
+            if on_detected == "zero" and fr.detected_words:
+                wrong = _zero_detected(wrong, status, fr.stored, size, w)
+            bad_words = torch.unique(wrong // WORD_DATA_BITS)
+            fr.silent_words = int((status[bad_words] != DETECTED).sum())
+        fr.wrong_bits = wrong.numel()
+        xor = _element_xor(wrong, n, w)
+        fr.read = fr.stored ^ xor
+        fr.changed = torch.nonzero(xor).squeeze(1)
+        res.fields[name] = fr
+        off, coff = off + size, coff + csize
+    _decode_fields(qt, res)
+    return res
+
+
+def _window(sorted_idx: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    """The indices in [start, start + size) of a sorted index list, relative to ``start``."""
+    lo, hi = torch.searchsorted(sorted_idx, torch.tensor([start, start + size])).tolist()
+    return sorted_idx[lo:hi] - start
+
+
+def _decode_fields(qt: QuantizedTensor, res: MRAMRead) -> None:
+    """Decoded values of the fields that changed (the others keep their exact in-memory values)."""
+    f = res.fields
+    inl, o = qt.inliers, qt.outliers
+    if (fr := f.get("scales")) is not None and fr.changed.numel():
+        bits = fr.read[fr.changed]
+        res.scale = inl.scale.clone()
+        res.scale.view(-1)[fr.changed] = _e8m0_value(bits) if fr.width == 8 else _fp_value(bits, fr.width)
+    if (fr := f.get("zero_points")) is not None and fr.changed.numel():
+        bits = fr.read[fr.changed]
+        res.zero = inl.zero.clone()
+        res.zero.view(-1)[fr.changed] = _fp_value(bits, fr.width) if fr.width in (16, 32) else bits.to(torch.float32)
+    if o is None or not o.count:
+        return
+    codes, scale = o.codes, o.scale
+    if (fr := f["outlier_codes"]).changed.numel():
+        top = 1 << (o.bits - 1)
+        codes = torch.where(fr.read >= top, fr.read - 2 * top, fr.read).to(o.codes.dtype)
+    if (fr := f["outlier_scale"]).changed.numel():
+        scale = float(_fp_value(fr.read, 16)[0])
+    index, entries = o.index, None
+    if f["outlier_cols"].changed.numel() or f["outlier_counts"].changed.numel():
+        index, entries = decode_csr(f["outlier_counts"].read, f["outlier_cols"].read, qt.shape)
+    values = codes.float() * scale
+    res.outlier_index = index
+    res.outlier_values = values if entries is None else values[entries]
