@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from common import machine_label  # noqa: E402
 
+from qmc_edge.jsonio import json_safe  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.model_io import load_model  # noqa: E402
 from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa: E402
@@ -76,20 +78,35 @@ def main() -> None:
             print(f"quantized {spec.name} in {cache[text].quantize_seconds:.1f} s", flush=True)
         return cache[text]
 
+    # Rows already measured with the same settings (a run cut short resumes); results/ is not tracked.
+    cache_path = HERE.parent / "results" / f"device_fidelity_cache_{model_name}.json"
+    key0 = f"{args.context}x{args.windows} seeds {seeds}"
+    rows_done = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
+
     def read_as(base: str, extra: str) -> tuple[dict, list[float]]:
         """The codes of ``base`` read through the device options ``extra`` (same chip, other read)."""
+        joiner = "," if ":" in base else ":"
+        spec = parse_method(f"{base}{joiner}{extra}" if extra else base)
+        key = f"{key0} {base} {extra}"
+        if key in rows_done:
+            row = rows_done[key]
+            print(f"{spec.name}: cached", flush=True)
+            return row, row["ppl_per_seed"]
         qm = quantized(base)
-        spec = parse_method(f"{base}:{extra}" if extra else base)
         view = QuantizedModel(spec, qm.tensors, qm.quantize_seconds, qm.reference, qm.overrides, qm.info)
         vals = evaluate(view)
         row = {"method": spec.name, "spec": spec.model_dump(), "ppl_per_seed": vals}
-        row["ppl_mean"] = statistics.fmean(vals)
-        row["ppl_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        finite = all(math.isfinite(v) for v in vals)
+        row["ppl_mean"] = statistics.fmean(vals) if finite else float("inf")
+        row["ppl_std"] = (statistics.stdev(vals) if len(vals) > 1 else 0.0) if finite else float("nan")
         if spec.uses_reram:
             d = spec.device().describe()
             row["cell_error_rate"] = d.get("mean_cell_error_rate")
             row["age_extrapolated"] = d.get("age_extrapolated")
         print(f"{spec.name}: {row['ppl_mean']:.2f} ± {row['ppl_std']:.2f}", flush=True)
+        rows_done[key] = row
+        cache_path.parent.mkdir(exist_ok=True)
+        cache_path.write_text(json.dumps(rows_done), encoding="utf-8")
         return row, vals
 
     fp = ppl()
@@ -139,7 +156,7 @@ def main() -> None:
     }
     res = HERE / "results" / f"device_fidelity_{model_name}.json"
     tmp = res.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(res)
     plot(payload, HERE / "results" / f"device_fidelity_{model_name}.png")
     write_md()
@@ -158,8 +175,8 @@ def plot(d: dict, path: Path) -> None:
     for rows in d["age"].values():
         ax.errorbar(
             [secs[r["age"]] for r in rows],
-            [r["ppl_mean"] for r in rows],
-            [r["ppl_std"] for r in rows],
+            [_f(r["ppl_mean"]) for r in rows],
+            [_f(r["ppl_std"]) for r in rows],
             marker="o",
             label=rows[0]["method"].split(" age")[0],
             capsize=3,
@@ -172,8 +189,8 @@ def plot(d: dict, path: Path) -> None:
     for rows in d["noise_scale"].values():
         ax.errorbar(
             [r["noise_scale"] for r in rows],
-            [r["ppl_mean"] for r in rows],
-            [r["ppl_std"] for r in rows],
+            [_f(r["ppl_mean"]) for r in rows],
+            [_f(r["ppl_std"]) for r in rows],
             marker="o",
             label=rows[1]["method"],
             capsize=3,
@@ -185,8 +202,8 @@ def plot(d: dict, path: Path) -> None:
     for ecc, rows in d["mram"].items():
         ax.errorbar(
             [r["mram_ber"] for r in rows],
-            [r["ppl_mean"] for r in rows],
-            [r["ppl_std"] for r in rows],
+            [_f(r["ppl_mean"]) for r in rows],
+            [_f(r["ppl_std"]) for r in rows],
             marker="o",
             label=f"QMC 3b, ECC {ecc}",
             capsize=3,
@@ -202,8 +219,20 @@ def plot(d: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _num(x) -> str:
+    if x is None or not math.isfinite(x):
+        return "inf"
+    return f"{x:.2f}" if x < 1e4 else f"{x:.2e}"
+
+
 def _cell(r: dict) -> str:
-    return f"{r['ppl_mean']:.2f} ± {r['ppl_std']:.2f}" if len(r["ppl_per_seed"]) > 1 else f"{r['ppl_mean']:.2f}"
+    if r["ppl_mean"] is None or len(r["ppl_per_seed"]) < 2:
+        return _num(r["ppl_mean"])
+    return f"{_num(r['ppl_mean'])} ± {_num(r['ppl_std'])}"
+
+
+def _f(x) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def section(d: dict) -> str:
@@ -227,7 +256,7 @@ def section(d: dict) -> str:
     ]
     for rows in d["age"].values():
         fresh = rows[0]["ppl_mean"]
-        past = next((r["age"] for r in rows if r["ppl_mean"] > 2 * fresh), "never (to 10y)")
+        past = next((r["age"] for r in rows if _f(r["ppl_mean"]) > 2 * fresh or r["ppl_mean"] is None), "never")
         lines.append(f"| {rows[0]['method']} | " + " | ".join(_cell(r) for r in rows) + f" | {past} |")
     lines += [
         "",
@@ -273,6 +302,8 @@ def write_md() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--render-only"]:
+        for p in sorted((HERE / "results").glob("device_fidelity_*.json")):
+            plot(json.loads(p.read_text(encoding="utf-8")), p.with_suffix(".png"))
         write_md()
     else:
         main()
