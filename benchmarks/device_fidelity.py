@@ -251,7 +251,7 @@ def section(d: dict) -> str:
         "",
         "| method | "
         + " | ".join(r["age"] + ("*" if r.get("age_extrapolated") else "") for r in next(iter(d["age"].values())))
-        + " | past 2x fresh at |",
+        + " | first listed age past 2x fresh |",
         "|---|" + "---:|" * (len(AGES) + 1),
     ]
     for rows in d["age"].values():
