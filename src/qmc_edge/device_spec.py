@@ -49,11 +49,11 @@ from pydantic import (
 from .deploy.platform import (
     MAX_FIGURE,
     MIN_POSITIVE,
-    _loc,
     _need_source,
     _no_bool,
-    _one_line,
+    _read_user_file,
     _UniqueKeyLoader,
+    _validation_line,
     _yaml_problem,
 )
 from .errors import QMCError
@@ -62,8 +62,6 @@ from .errors import QMCError
 DEFAULT_DEVICE = "nvmexplorer_rram"
 #: Bits per cell a file may describe.
 MAX_BITS_PER_CELL = 4
-#: A device file is a few kB; anything this large is the wrong file.
-MAX_FILE_BYTES = 10 * 2**20
 
 
 class Figure(BaseModel):
@@ -323,45 +321,9 @@ def parse_device(data: object, label: str) -> DeviceFile:
     try:
         return DeviceFile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "missing (required)"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling"
-        elif err["type"] == "finite_number":
-            msg = f"must be a finite number, got {err.get('input')!r}"
-        raise QMCError(_one_line(f"device {label}: {_loc(err)}: {msg}")) from None
+        raise QMCError(_validation_line(exc, f"device {label}")) from None
     except (RecursionError, OverflowError) as exc:
         raise QMCError(f"device {label}: cannot be validated ({type(exc).__name__}); simplify the file") from None
-
-
-def _read_user_file(p: Path, shown: str) -> str:
-    hint = f"shipped devices: {', '.join(shipped_devices())}"
-    if p.is_dir():
-        raise QMCError(f"device {shown}: is a directory; pass a device YAML file, or one of the {hint}")
-    if not p.is_file():
-        if p.exists():
-            raise QMCError(f"device {shown}: not a regular file; pass a device YAML file, or one of the {hint}")
-        raise QMCError(f"device file not found: {shown}; {hint}")
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise QMCError(
-            f"device {shown}: cannot read it ({_one_line(exc.strerror or exc)}); check the path and its permissions"
-        ) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise QMCError(f"device {shown}: larger than {MAX_FILE_BYTES // 2**20} MiB; pass a device YAML file")
-    if b"\0" in raw:
-        raise QMCError(f"device {shown}: binary data, not a YAML text file; pass a device YAML file ({hint})")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise QMCError(
-            f"device {shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the file as UTF-8"
-        ) from None
 
 
 def _is_shipped_file(p: Path, name: str) -> bool:
@@ -405,7 +367,8 @@ def load_device(spec: str | Path | DeviceFile = DEFAULT_DEVICE) -> DeviceFile:
     p = Path(text_spec).expanduser()
     if not (isinstance(spec, Path) or p.suffix in (".yaml", ".yml") or "/" in text_spec or p.exists()):
         raise QMCError(f"unknown device {text_spec!r}; use a device YAML file path or one of: {', '.join(shipped)}")
-    data = _parse_text(_read_user_file(p, text_spec), text_spec)
+    hint = f"shipped devices: {', '.join(shipped_devices())}"
+    data = _parse_text(_read_user_file(p, text_spec, "device", hint), text_spec)
     if isinstance(data, dict):
         name = data.get("name")
         if isinstance(name, str) and name in shipped and not _is_shipped_file(p, name):

@@ -28,6 +28,7 @@ import torch
 
 from ..cells import codes_to_cells
 from ..errors import QMCError
+from ..fileio import sha256_file
 from ..jsonio import json_safe
 from ..loaded import LoadedModel
 from ..methods import MethodSpec
@@ -46,6 +47,7 @@ from .fsutil import (
     rename_noreplace,
     sibling_prefix,
 )
+from .fsutil import fsync_dir as fsync_path
 from .manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -239,22 +241,8 @@ def _libraries() -> dict[str, str]:
     return libs
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _file_entry(path: Path) -> FileEntry:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return FileEntry(size=path.stat().st_size, sha256=h.hexdigest())
+    return FileEntry(size=path.stat().st_size, sha256=sha256_file(path))
 
 
 def check_destination(out: Path, force: bool) -> None:

@@ -280,6 +280,19 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _validation_line(exc: ValidationError, where: str) -> str:
+    """The first validation error of a data file as one line: where, the field's YAML path, what is wrong."""
+    err = exc.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "missing (required)"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field; check the spelling"
+    elif err["type"] == "finite_number":
+        msg = f"must be a finite number, got {err.get('input')!r}"
+    return _one_line(f"{where}: {_loc(err)}: {msg}")
+
+
 def parse_platform(data: object, label: str) -> Platform:
     """Validate already-parsed YAML; errors are one line naming ``label`` and the bad field."""
     if data is None:
@@ -294,15 +307,7 @@ def parse_platform(data: object, label: str) -> Platform:
     try:
         return Platform.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "missing (required)"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling"
-        elif err["type"] == "finite_number":
-            msg = f"must be a finite number, got {err.get('input')!r}"
-        raise QMCError(_one_line(f"platform {label}: {_loc(err)}: {msg}")) from None
+        raise QMCError(_validation_line(exc, f"platform {label}")) from None
     except (RecursionError, OverflowError) as exc:  # self-referencing YAML aliases, integers beyond float
         raise QMCError(f"platform {label}: cannot be validated ({type(exc).__name__}); simplify the file") from None
 
@@ -348,31 +353,33 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 MAX_FILE_BYTES = 10 * 2**20
 
 
-def _read_user_file(p: Path, shown: str) -> str:
-    hint = f"packaged platforms: {', '.join(packaged_names())}"
+def _read_user_file(p: Path, shown: str, kind: str = "platform", hint: str | None = None) -> str:
+    """The text of a user's YAML data file (``kind``: platform, device), or one QMCError line."""
+    hint = hint or f"packaged platforms: {', '.join(packaged_names())}"
+    what = f"pass a {kind} YAML file"
     if p.is_dir():
-        raise QMCError(f"platform {shown}: is a directory; pass a platform YAML file, or one of the {hint}")
+        raise QMCError(f"{kind} {shown}: is a directory; {what}, or one of the {hint}")
     if not p.is_file():
         if p.exists():
-            raise QMCError(f"platform {shown}: not a regular file; pass a platform YAML file, or one of the {hint}")
-        raise QMCError(f"platform file not found: {shown}; {hint}")
+            raise QMCError(f"{kind} {shown}: not a regular file; {what}, or one of the {hint}")
+        raise QMCError(f"{kind} file not found: {shown}; {hint}")
     try:
         with p.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise QMCError(
-            f"platform {shown}: cannot read it ({_one_line(exc.strerror or exc)}); check the path and its permissions"
+            f"{kind} {shown}: cannot read it ({_one_line(exc.strerror or exc)}); check the path and its permissions"
         ) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise QMCError(f"platform {shown}: larger than {MAX_FILE_BYTES // 2**20} MiB; pass a platform YAML file")
+        raise QMCError(f"{kind} {shown}: larger than {MAX_FILE_BYTES // 2**20} MiB; {what}")
     if b"\0" in raw:
-        raise QMCError(f"platform {shown}: binary data, not a YAML text file; pass a platform YAML file ({hint})")
+        raise QMCError(f"{kind} {shown}: binary data, not a YAML text file; {what} ({hint})")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise QMCError(
-            f"platform {shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the file as UTF-8"
+            f"{kind} {shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the file as UTF-8"
         ) from None
 
 
