@@ -213,12 +213,17 @@ def read_codes(
     generator: torch.Generator,
     layout: Layout = "left",
     layout_device: DeviceModel | None | str = _SAME,
+    read_generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One noisy read of codes stored in ``device``: codes -> cell levels -> device read -> codes."""
+    """One noisy read of codes stored in ``device``: codes -> cell levels -> device read -> codes.
+    ``generator`` draws the chip, ``read_generator`` this read's noise (see ``DeviceModel.read``)."""
     _check_layout(layout)
     if device.is_ideal:
         return codes.clone()
     chooser = device if layout_device == _SAME else layout_device
     cells = codes_to_cells(codes, bits, device.bits_per_cell, layout, chooser)
-    noisy = device.read(cells, generator)
+    if read_generator is not None and device.rereads:
+        noisy = device.read(cells, generator, read_generator)
+    else:  # a device model written before read noise existed takes (levels, generator)
+        noisy = device.read(cells, generator)
     return cells_to_codes(noisy, bits, device.bits_per_cell, layout, chooser).to(codes.dtype)

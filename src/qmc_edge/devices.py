@@ -20,10 +20,13 @@ Two error sources, named:
   all describe this error.
 * **Read noise, per read** (optional, ``read_noise=True`` in :func:`reram`): a second, small Gaussian
   on the conductance drawn afresh at every read (1/f and telegraph noise; aihwkit's CMO/HfOx fit).
-  :attr:`GaussianLevelReRAM.read_sigma` gives it per level. ``transition_matrix()`` then includes
-  both (variances add) and ``read()`` draws both together; :meth:`GaussianLevelReRAM.program` and
-  :meth:`GaussianLevelReRAM.sense` draw them separately (frozen programmed conductances, then a new
-  read-noise draw per sense) for evaluations that re-read the same chip.
+  :attr:`GaussianLevelReRAM.read_sigma` gives it per level. ``transition_matrix()`` includes both
+  (variances add): it is the error of one read, what the clip search optimises. ``read(levels,
+  generator, read_generator)`` draws the two apart: the chip's programmed conductances from
+  ``generator`` (:meth:`GaussianLevelReRAM.program`, the same for every read of the chip), then this
+  read's noise from ``read_generator`` (:meth:`GaussianLevelReRAM.sense`). ``read_share`` is the
+  what-if knob: that fraction of each level's total variance is per-read, the rest frozen, so the
+  error rate of one read is unchanged and only its split between chip and read moves.
 
 The shipped ReRAM devices are data: validated YAML files in ``qmc_edge/device_files/`` with a source
 on every figure (:mod:`qmc_edge.device_spec`); a user passes an edited copy by path.
@@ -91,21 +94,34 @@ class DeviceModel(ABC):
     def is_ideal(self) -> bool:
         return bool(np.allclose(self.transition_matrix(), np.eye(self.levels), atol=0, rtol=0))
 
-    def read(self, levels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Sample one read of every cell in ``levels`` (integer tensor of any shape)."""
+    @property
+    def rereads(self) -> bool:
+        """Whether part of the error is drawn afresh at every read (read noise), so that one chip
+        (one programming seed) gives a different read each time it is read."""
+        return False
+
+    def read(
+        self, levels: torch.Tensor, generator: torch.Generator, read_generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sample one read of every cell in ``levels`` (integer tensor of any shape).
+
+        ``generator`` draws the chip (the programming error); ``read_generator``, for models that
+        :attr:`rereads`, draws this read's noise. Without it, or for other models, the whole error is
+        drawn from ``generator`` through the transition matrix."""
         if self.is_ideal or levels.numel() == 0:
             return levels.clone()
         cdf = torch.from_numpy(np.cumsum(self.transition_matrix(), axis=1)).to(torch.float64)
         cdf[:, -1] = 1.0  # guard against rounding: every draw lands somewhere
         flat = levels.reshape(-1).long()
         u = torch.rand(flat.shape, generator=generator, dtype=torch.float64)
-        out = torch.empty_like(flat)
-        # Chunked so that the (n, L) comparison never needs more than ~64 MB at once.
-        step = max(1, (1 << 23) // self.levels)
-        for start in range(0, flat.numel(), step):
-            sl = slice(start, start + step)
-            out[sl] = (u[sl, None] > cdf[flat[sl]]).sum(dim=1)
-        return out.reshape(levels.shape).to(levels.dtype)
+        # Inverse-CDF sampling for every cell in one sorted search: row i of the CDF is offset by i,
+        # so the rows concatenate into one ascending array and a cell programmed to level q with
+        # uniform u is found by searching q + u. The read level is the number of entries of row q
+        # below u, exactly the count ``(u > cdf[q]).sum()`` without an (n, L) comparison.
+        offset = torch.arange(self.levels, dtype=torch.float64)[:, None]
+        table = (offset + cdf).reshape(-1)
+        out = torch.searchsorted(table, flat.to(torch.float64) + u) - flat * self.levels
+        return out.clamp_(0, self.levels - 1).reshape(levels.shape).to(levels.dtype)
 
     def describe(self) -> dict:
         t = self.transition_matrix()
@@ -247,6 +263,9 @@ class GaussianLevelReRAM(DeviceModel):
     read_noise: ReadNoiseModel | None = None
     reference: str = "fixed"
     device: str | None = None
+    # Fraction of every level's total variance that is redrawn at each read (the rest is frozen at
+    # programming). None: the device file's own read noise (read_noise) is the per-read part.
+    read_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.level_table is None:
@@ -269,6 +288,9 @@ class GaussianLevelReRAM(DeviceModel):
         wv = self.write_verify_factor
         if isinstance(wv, bool) or not isinstance(wv, numbers.Real) or not (0 < wv <= 1):
             raise ValueError(f"write_verify_factor must be in (0, 1], got {wv!r}")
+        rs = self.read_share
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, numbers.Real) or not 0 <= rs <= 1):
+            raise ValueError(f"read_share must be a number in [0, 1], got {rs!r}")
         if self.reference not in ("fixed", "aged"):
             raise ValueError(f"reference must be 'fixed' or 'aged', got {self.reference!r}")
         if self.relaxation is None and self.age_s > self.fresh_s:
@@ -289,8 +311,13 @@ class GaussianLevelReRAM(DeviceModel):
             ],
             dtype=np.float64,
         )
+        self._sd_total = sd_total
+        if self.read_share is not None:
+            # Same total per level, split: the transition matrix (and so the clip search) is unchanged.
+            self._sd_prog = sd_total * math.sqrt(1.0 - self.read_share)
+            self._sd_read = sd_total * math.sqrt(self.read_share)
         self._matrix = self._compute_matrix(self._mu, sd_total)
-        self._prog_matrix = self._matrix if self.read_noise is None else self._compute_matrix(self._mu, self._sd_prog)
+        self._prog_matrix = self._matrix if not self.rereads else self._compute_matrix(self._mu, self._sd_prog)
 
     @property
     def fresh_s(self) -> float:
@@ -321,9 +348,32 @@ class GaussianLevelReRAM(DeviceModel):
     def thresholds(self) -> np.ndarray:
         return self._thr.copy()
 
+    @property
+    def rereads(self) -> bool:
+        return self.read_noise is not None or bool(self.read_share)
+
+    def read(
+        self, levels: torch.Tensor, generator: torch.Generator, read_generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One read; with read noise (or ``read_share``) and a ``read_generator``: the chip's
+        programmed conductances from ``generator`` (the same for every read of that chip), then this
+        read's noise from ``read_generator`` (:meth:`program`, then :meth:`sense`)."""
+        if read_generator is None or not self.rereads or levels.numel() == 0:
+            return super().read(levels, generator)
+        flat = levels.reshape(-1).long()
+        g = self.program(flat, generator)
+        if self.read_share is not None:
+            sd = torch.from_numpy(self._sd_read)[flat]
+            g = g + sd * torch.randn(g.shape, generator=read_generator, dtype=torch.float64)
+            out = torch.bucketize(g, torch.from_numpy(self._thr), right=True)
+        else:
+            out = self.sense(g, read_generator)
+        return out.reshape(levels.shape).to(levels.dtype)
+
     def _compute_matrix(self, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
         edges = np.concatenate([[-np.inf], self._thr, [np.inf]])[None, :]
-        cdf = ndtr((edges - mu[:, None]) / sd[:, None])
+        with np.errstate(divide="ignore"):  # sd 0 (read_share=1): the programming error alone is exact
+            cdf = ndtr((edges - mu[:, None]) / sd[:, None])
         return np.diff(cdf, axis=1)
 
     def transition_matrix(self) -> np.ndarray:
@@ -380,6 +430,7 @@ class GaussianLevelReRAM(DeviceModel):
             noise_scale=self.noise_scale,
             write_verify_factor=self.write_verify_factor,
             read_noise=self.read_noise is not None,
+            read_share=self.read_share,
             reference=self.reference,
         )
         return info
@@ -423,6 +474,7 @@ def reram(
     write_verify: bool = False,
     read_noise: bool = False,
     reference: str = "fixed",
+    read_share: float | None = None,
 ) -> DeviceModel:
     """The ReRAM model for ``bits_per_cell`` from a device file; ``ideal`` swaps in error-free cells
     of the same size.
@@ -433,7 +485,9 @@ def reram(
     fresh table. ``noise_scale``: multiplies the programmed sigmas after ageing (0 < x <= 100).
     ``write_verify``: narrows the programmed sigmas by the file's write-verify factor. ``read_noise``:
     adds the file's per-read noise. ``reference``: read thresholds ``"fixed"`` at programming time or
-    ``"aged"`` (see :class:`GaussianLevelReRAM`). With every default, the model is exactly the one
+    ``"aged"`` (see :class:`GaussianLevelReRAM`). ``read_share``: the fraction of each level's total
+    variance redrawn at every read instead of frozen at programming (equal total sigma, so the same
+    error rate per read). With every default, the model is exactly the one
     this function returned before device files existed."""
     spec = load_device(device)
     if bits_per_cell not in spec.levels:
@@ -457,6 +511,7 @@ def reram(
         read_noise=ReadNoiseModel.from_file(spec) if read_noise else None,
         reference=reference,
         device=spec.name,
+        read_share=read_share,
     )
     if ideal:
         return IdealDevice(bits_per_cell=bits_per_cell, name=f"ideal-{bits_per_cell}b/cell")

@@ -41,7 +41,9 @@ def run_method(
     tasks: dict[str, list[MCItem]] | None = None,
 ) -> dict:
     """Quantize once, then for every seed (once if the method's reads are deterministic) draw one
-    noise realisation and evaluate perplexity (unless ``ids`` is None) and the reasoning tasks on it.
+    chip (one noise realisation) and evaluate perplexity (unless ``ids`` is None) and the reasoning
+    tasks on it. With read noise on (``read_noise``, ``read_share``), every perplexity window is a new
+    read of that chip and the tasks take its read 0.
 
     A loaded artifact evaluated as ``fp`` is evaluated as what it stores: its own method, storage
     report and, for noisy memories, one device-noise read per seed (the artifact's cells are the
@@ -67,9 +69,25 @@ def run_method(
             entry: dict = {"seed": s if spec.noisy else None}
             if ids is not None:
                 label = f"ppl {spec.name}{suffix}"
+                reread = None
+                if qm is not None and qm.rereads:
+                    # Read noise: every window is a new read of the same chip (seed s).
+                    def reread(i: int, s: int = s) -> None:
+                        if i:  # read 0 is already in the model
+                            qm.realise(lm.model, s, read=i)
+
                 r = perplexity(
-                    lm.model, ids, cfg.context, cfg.max_windows, cfg.bos_id, lambda i, n, lab=label: progress(lab, i, n)
+                    lm.model,
+                    ids,
+                    cfg.context,
+                    cfg.max_windows,
+                    cfg.bos_id,
+                    lambda i, n, lab=label: progress(lab, i, n),
+                    reread,
                 )
+                if reread is not None:
+                    qm.realise(lm.model, s)  # the tasks below take read 0 of the chip
+                    entry["reads"] = r.windows
                 entry.update(r.to_dict())
             per_seed.append(entry)
             if tasks:
@@ -104,6 +122,10 @@ def _ppl_fields(per_seed: list[dict]) -> dict:
         "ppl_mean": statistics.fmean(ppls),
         "ppl_std": statistics.stdev(ppls) if len(ppls) > 1 else 0.0,
         "ppl_per_seed": ppls,
-        "eval": {k: per_seed[0][k] for k in ("windows", "windows_available", "capped", "context", "tokens_scored")},
+        "eval": {
+            **{k: per_seed[0][k] for k in ("windows", "windows_available", "capped", "context", "tokens_scored")},
+            # reads of each chip: one per window with read noise, else one
+            "reads_per_seed": per_seed[0].get("reads", 1),
+        },
         "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in per_seed),
     }

@@ -130,8 +130,12 @@ def perplexity(
     max_windows: int | None = None,
     bos_id: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    before_window: Callable[[int], None] | None = None,
 ) -> PerplexityResult:
     """exp(mean token NLL) over consecutive non-overlapping windows of ``context`` tokens.
+
+    ``before_window(i)`` runs before window ``i`` (0-based): a device with read noise is read anew
+    there, each window being one pass over every weight.
 
     Without BOS, the first token of each window has no context and is not scored (the usual
     protocol); with BOS, each window is BOS + (context - 1) text tokens, all of them scored.
@@ -146,6 +150,8 @@ def perplexity(
     dev = model_device(model)
     t0 = time.perf_counter()
     for i in range(n):
+        if before_window is not None:
+            before_window(i)
         chunk = ids[i * body : (i + 1) * body]
         inp = torch.cat([torch.tensor([bos_id]), chunk]) if bos_id is not None else chunk
         inp = inp.to(dev)

@@ -41,17 +41,29 @@ class QuantizedModel:
     overrides: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     info: dict = field(default_factory=dict)  # provenance of library baselines (versions, calibration)
 
-    def realise(self, model: torch.nn.Module, seed: int | None) -> None:
+    @property
+    def rereads(self) -> bool:
+        """Whether part of the device error is read noise, drawn afresh at every read of one chip:
+        then each evaluation pass (a perplexity window, a task run) takes a new ``read``."""
+        return self.spec.noisy and self.spec.uses_reram and self.spec.device().rereads
+
+    def realise(self, model: torch.nn.Module, seed: int | None, read: int = 0) -> None:
         """Write one read of every quantized tensor into ``model``: the noise-free read for ``seed``
-        None, else the device-noise realisation ``seed`` (the same for a seed on every machine)."""
+        None, else read number ``read`` of chip ``seed`` (the same on every machine). The chip (the
+        programmed cells, the MRAM faults) depends on ``seed`` only; ``read`` chooses the per-read
+        noise, and changes nothing for a device without read noise."""
+        if read < 0:
+            raise ValueError(f"read must be >= 0, got {read}")
         params = dict(model.named_parameters(remove_duplicate=False))
         noisy = seed is not None and self.spec.noisy
         device = self.spec.device() if noisy and self.spec.uses_reram else None
         mram = self.spec.mram() if noisy else None
+        rereads = noisy and device is not None and device.rereads
         with torch.no_grad():
             for name, qt in self.tensors.items():
                 gen = torch.Generator().manual_seed(seed_for(seed, name)) if noisy else None
-                w = qt.dequantize(device, mram, gen)
+                rgen = torch.Generator().manual_seed(seed_for(seed, f"{name}\0read {read}")) if rereads else None
+                w = qt.dequantize(device, mram, gen, rgen)
                 params[name].copy_(w.to(params[name].dtype))
             for name, w in self.overrides.items():
                 params[name].copy_(w)

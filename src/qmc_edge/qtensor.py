@@ -88,8 +88,13 @@ class QuantizedTensor:
         device: DeviceModel | None = None,
         mram: MRAMBitFlips | None = None,
         generator: torch.Generator | None = None,
+        read_generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The weight as the accelerator would see it after one read (noise-free without a device).
+
+        ``generator`` draws the chip: the programming error of the cells and the MRAM faults, the
+        same for every read of that chip; ``read_generator`` draws the per-read noise of a device that
+        :attr:`~qmc_edge.devices.DeviceModel.rereads` (none: the whole error comes from ``generator``).
 
         ``mram`` (an :class:`qmc_edge.mram.MRAMFaults`, or a plain ``MRAMBitFlips``) flips bits in
         every MRAM field when the metadata is in MRAM, decoded through the tensor's ``mram_ecc``
@@ -98,7 +103,7 @@ class QuantizedTensor:
         """
         codes = self.inliers.codes
         if device is not None and self.code_memory == "reram" and not device.is_ideal:
-            codes = read_codes(codes, self.inliers.bits, device, generator, self.cell_layout, None)
+            codes = read_codes(codes, self.inliers.bits, device, generator, self.cell_layout, None, read_generator)
         in_mram = mram is not None and self.meta_memory == "mram"
         if in_mram:
             effective_ecc(self, mram)  # a mismatched ECC is a bug even when nothing flips

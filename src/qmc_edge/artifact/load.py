@@ -71,13 +71,13 @@ class ArtifactModel(LoadedModel):
     noise_seed: int | None = None
     contents: ArtifactContents | None = field(default=None, repr=False)
 
-    def realise(self, seed: int | None) -> None:
-        """Noise realisation ``seed`` (None: the noise-free read) written into ``self.model``."""
+    def realise(self, seed: int | None, read: int = 0) -> None:
+        """Read ``read`` of chip ``seed`` (None: the noise-free read) written into ``self.model``."""
         if self.quantized is None:
             return
         self.quantized.restore(self.model)
         if seed is not None:
-            self.quantized.realise(self.model, seed)
+            self.quantized.realise(self.model, seed, read)
         self.noise_seed = seed
 
 

@@ -49,6 +49,7 @@ DEVICE_DEFAULTS: dict[str, object] = {
     "noise_scale": 1.0,
     "write_verify": False,
     "read_noise": False,
+    "read_share": None,
     "read_reference": "fixed",
     "cell_layout": "left",
 }
@@ -58,7 +59,8 @@ DEVICE_HELP = {
     "target_age": "age the noise-aware clip search optimises for (qmc; default fresh)",
     "noise_scale": "multiplier on the programmed level sigmas (what if cells are k times as noisy)",
     "write_verify": "tighter write-verify programming (narrower programmed sigmas, sourced factor)",
-    "read_noise": "add per-read conductance noise to the programming error",
+    "read_noise": "add the device file's per-read conductance noise, redrawn at every read of a chip",
+    "read_share": "what if a fraction (0-1) of each level's total variance were per-read noise (same error rate)",
     "read_reference": "read thresholds: fixed (at the fresh levels) or aged (tracking the drift)",
     "cell_layout": "partial last cell: left (low edge of the levels) or spread (over the whole range)",
 }
@@ -77,6 +79,9 @@ def check_device_options(spec: Any) -> None:
         v = getattr(spec, key, None)
         if v is not None:
             parse_age(v)
+    rs = getattr(spec, "read_share", None)
+    if rs is not None and not 0 <= rs <= 1:
+        raise ValueError(f"read_share must be in [0, 1], got {rs}")
     ns = spec.noise_scale
     if ns is not None and not 0 < ns <= 100:
         raise ValueError(f"noise_scale must be in (0, 100], got {ns}")
@@ -94,7 +99,9 @@ def check_device_options(spec: Any) -> None:
 
 
 @lru_cache(maxsize=64)
-def _reram_model(cell_bits: int, ideal: bool, dev: str, age: object, scale: float, wv: bool, rn: bool, ref: str):
+def _reram_model(
+    cell_bits: int, ideal: bool, dev: str, age: object, scale: float, wv: bool, rn: bool, ref: str, share: float | None
+):
     return reram(
         cell_bits,
         ideal=ideal,
@@ -104,6 +111,7 @@ def _reram_model(cell_bits: int, ideal: bool, dev: str, age: object, scale: floa
         write_verify=wv,
         read_noise=rn,
         reference=ref,
+        read_share=share,
     )
 
 
@@ -224,6 +232,7 @@ class MethodSpec(BaseModel):
             bool(opt["write_verify"]),
             bool(opt["read_noise"]),
             str(opt["read_reference"]),
+            None if opt["read_share"] is None else float(opt["read_share"]),
         )
 
     @property
@@ -294,6 +303,7 @@ class ReRAMOptions(BaseModel):
     noise_scale: float = _F["noise_scale"]
     write_verify: bool = _F["write_verify"]
     read_noise: bool = _F["read_noise"]
+    read_share: float | None = _F["read_share"]
     read_reference: Literal["fixed", "aged"] = _F["read_reference"]
     cell_layout: Literal["left", "spread"] = _F["cell_layout"]
 
@@ -313,6 +323,7 @@ class OptionalReRAMOptions(BaseModel):
     noise_scale: float | None = _O["noise_scale"]
     write_verify: bool | None = _O["write_verify"]
     read_noise: bool | None = _O["read_noise"]
+    read_share: float | None = _O["read_share"]
     read_reference: Literal["fixed", "aged"] | None = _O["read_reference"]
     cell_layout: Literal["left", "spread"] | None = _O["cell_layout"]
 
