@@ -1,5 +1,6 @@
 """Device fidelity: perplexity against ReRAM age, noise scale and MRAM bit error rate (with and
-without SECDED), and the noise-aware clipping ablation fresh and aged.
+without SECDED), the noise-aware clipping ablation fresh and aged, and read noise against
+programming error at equal total sigma.
 
 Each method is quantized once (its clip search targets the fresh cells unless the row says
 target_age) and its stored codes are then read through the device at each setting, one noise
@@ -8,6 +9,7 @@ realisation per seed: the same chip, read later or under other assumptions.
 Writes benchmarks/results/device_fidelity.json, benchmarks/device_fidelity.md and
 benchmarks/results/device_fidelity_<model>.png (stitched into BENCHMARKS.md by render.py).
 Usage: python benchmarks/device_fidelity.py [--model PATH] [--windows 4] [--context 1024] [--seeds 3]
+       [--age-methods qmc3,emem3] [--quick]; --render-only redraws the plots and tables from the JSON
 """
 
 from __future__ import annotations
@@ -35,10 +37,24 @@ from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa
 from qmc_edge.qmodel import QuantizedModel  # noqa: E402
 from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
 
-AGES = [None, "1min", "1h", "1d", "10y"]
-AGE_METHODS = ["qmc3", "emem3", "qmc4"]  # 3 bits/cell, and 2 bits/cell (4-bit codes)
+AGES = [None, "1min", "1h", "1d", "1y", "10y"]
+# Each age method is named by a preset or a spec; eMEM-GPTQ is our own GPTQ rounding (the solver of
+# QMC+GPTQ) on eMEM-naive's min-max grid with no outlier split: llm-compressor's GPTQ is an optional
+# extra whose pins do not install beside the main environment.
+EMEM_GPTQ = "qmc:bits=3,cell_bits=3,rho=0,noise_aware=false,n_clip=1,rounding=gptq"
+AGE_METHODS = {
+    "qmc3": "QMC 3b @3b/cell",
+    "qmc3-gptq": "QMC+GPTQ 3b @3b/cell",
+    "emem3": "eMEM-naive 3b @3b/cell",
+    EMEM_GPTQ: "eMEM-GPTQ 3b @3b/cell (own GPTQ, min-max grid)",
+    "qmc4": "QMC 4b @2b/cell",
+    "emem4": "eMEM-naive 4b @2b/cell",
+}
+SCALE_METHODS = ["qmc3", "emem3"]
 SCALES = [0.5, 1.0, 2.0, 4.0]  # x1 is the fresh age row, not read again
-BERS = [1e-7, 1e-5, 1e-4, 1e-3]
+BERS = [1e-9, 1e-7, 1e-5, 1e-4, 1e-3]
+READ_SHARES = [0.0, 0.5, 1.0]  # 0 is the frozen row of the age table
+READ_AGES = [None, "1d"]
 
 
 def main() -> None:
@@ -46,8 +62,12 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--context", type=int, default=1024)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--age-methods", default=None, help="comma-separated keys of AGE_METHODS to run (default all; a short run)"
+    )
+    ap.add_argument("--quick", action="store_true", help="age, noise-aware and read-share sections only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -57,17 +77,9 @@ def main() -> None:
     bos = bos_for(lm.tokenizer)
     seeds = list(range(args.seeds))
     model_name = "smollm2-135m" if args.model is None else Path(args.model).stem
-
-    def ppl() -> float:
-        return perplexity(lm.model, ids, args.context, args.windows, bos).ppl
-
-    def evaluate(qm: QuantizedModel) -> list[float]:
-        out = []
-        for s in seeds if qm.spec.noisy else [None]:
-            qm.realise(lm.model, s)
-            out.append(ppl())
-        qm.restore(lm.model)
-        return out
+    age_methods = dict(AGE_METHODS)
+    if args.age_methods:
+        age_methods = {k: AGE_METHODS.get(k, k) for k in args.age_methods.split(",")}
 
     cache: dict[str, QuantizedModel] = {}
 
@@ -78,23 +90,39 @@ def main() -> None:
             print(f"quantized {spec.name} in {cache[text].quantize_seconds:.1f} s", flush=True)
         return cache[text]
 
-    # Rows already measured with the same settings (a run cut short resumes); results/ is not tracked.
+    # PPL per (row, seed) already measured with the same settings: a run cut short resumes, and a
+    # run with more seeds measures only the new ones. results/ is not tracked.
     cache_path = HERE.parent / "results" / f"device_fidelity_cache_{model_name}.json"
-    key0 = f"{args.context}x{args.windows} seeds {seeds}"
-    rows_done = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
+    key0 = f"{args.context}x{args.windows}"
+    done: dict[str, float] = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
 
-    def read_as(base: str, extra: str) -> tuple[dict, list[float]]:
+    def read_as(base: str, extra: str) -> dict:
         """The codes of ``base`` read through the device options ``extra`` (same chip, other read)."""
         joiner = "," if ":" in base else ":"
         spec = parse_method(f"{base}{joiner}{extra}" if extra else base)
-        key = f"{key0} {base} {extra}"
-        if key in rows_done:
-            row = rows_done[key]
-            print(f"{spec.name}: cached", flush=True)
-            return row, row["ppl_per_seed"]
-        qm = quantized(base)
-        view = QuantizedModel(spec, qm.tensors, qm.quantize_seconds, qm.reference, qm.overrides, qm.info)
-        vals = evaluate(view)
+        vals, secs = [], []
+        for s in seeds if spec.noisy else [None]:
+            key = f"{key0} {base} {extra} seed {s}"
+            if key not in done:
+                qm = quantized(base)
+                view = QuantizedModel(spec, qm.tensors, qm.quantize_seconds, qm.reference, qm.overrides, qm.info)
+                t = time.perf_counter()
+                view.realise(lm.model, s)
+                again = None
+                if view.rereads:  # read noise: each window is a new read of chip s
+
+                    def again(i: int, s: int | None = s, view: QuantizedModel = view) -> None:
+                        if i:
+                            view.realise(lm.model, s, read=i)
+
+                done[key] = perplexity(lm.model, ids, args.context, args.windows, bos, before_window=again).ppl
+                view.restore(lm.model)
+                secs.append(time.perf_counter() - t)
+                cache_path.parent.mkdir(exist_ok=True)
+                tmp = cache_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(done), encoding="utf-8")
+                tmp.replace(cache_path)
+            vals.append(done[key])
         row = {"method": spec.name, "spec": spec.model_dump(), "ppl_per_seed": vals}
         finite = all(math.isfinite(v) for v in vals)
         row["ppl_mean"] = statistics.fmean(vals) if finite else float("inf")
@@ -103,44 +131,45 @@ def main() -> None:
             d = spec.device().describe()
             row["cell_error_rate"] = d.get("mean_cell_error_rate")
             row["age_extrapolated"] = d.get("age_extrapolated")
-        print(f"{spec.name}: {row['ppl_mean']:.2f} ± {row['ppl_std']:.2f}", flush=True)
-        rows_done[key] = row
-        cache_path.parent.mkdir(exist_ok=True)
-        cache_path.write_text(json.dumps(rows_done), encoding="utf-8")
-        return row, vals
+        took = f" ({statistics.fmean(secs):.0f} s/seed)" if secs else " (cached)"
+        print(f"{spec.name}: {row['ppl_mean']:.2f} ± {row['ppl_std']:.2f}{took}", flush=True)
+        return row
 
-    fp = ppl()
+    fp = perplexity(lm.model, ids, args.context, args.windows, bos).ppl
     print(f"FP: {fp:.3f}", flush=True)
-    out: dict = {"fp_ppl": fp, "age": {}, "noise_scale": {}, "mram": {}, "noise_aware": []}
-    for m in AGE_METHODS:
-        out["age"][m] = [dict(read_as(m, f"age={a}" if a else "")[0], age=a or "fresh") for a in AGES]
-    for m in ("qmc3",):
-        fresh = out["age"][m][0]
-        out["noise_scale"][m] = [
-            dict(read_as(m, f"noise_scale={s}")[0] if s != 1.0 else fresh, noise_scale=s) for s in SCALES
-        ]
-    for ecc in ("none", "secded"):
-        rows = []
-        for ber in BERS:
+    out: dict = {"fp_ppl": fp, "age": {}, "noise_scale": {}, "mram": {}, "noise_aware": [], "read_share": []}
+    for m, label in age_methods.items():
+        out["age"][m] = [dict(read_as(m, f"age={a}" if a else ""), age=a or "fresh", label=label) for a in AGES]
+    by_age = {r["age"]: r for r in out["age"].get("qmc3", [])}
+    if by_age:
+        for age in ("fresh", "1d"):
+            out["noise_aware"].append(dict(by_age[age], variant="noise-aware, target fresh"))
+        for base, label in (
+            ("qmc:bits=3,cell_bits=3,noise_aware=false", "noise-blind"),
+            ("qmc:bits=3,cell_bits=3,target_age=1d", "noise-aware, target 1d"),
+        ):
+            for age in (None, "1d"):
+                if label.endswith("1d") and age is None:
+                    continue  # a clip search aimed at 1 day, read fresh, is not a deployment anyone runs
+                r = read_as(base, f"age={age}" if age else "")
+                out["noise_aware"].append(dict(r, variant=label, age=age or "fresh"))
+        for age in READ_AGES:
+            for share in READ_SHARES:
+                parts = (f"age={age}" if age else "", f"read_share={share:g}" if share else "")
+                extra = ",".join(x for x in parts if x)
+                r = by_age[age or "fresh"] if not share else read_as("qmc3", extra)
+                out["read_share"].append(dict(r, read_share=share, age=age or "fresh"))
+    if not args.quick:
+        for m in SCALE_METHODS:
+            fresh = out["age"][m][0] if m in out["age"] else read_as(m, "")
+            out["noise_scale"][m] = [
+                dict(read_as(m, f"noise_scale={s}") if s != 1.0 else fresh, noise_scale=s) for s in SCALES
+            ]
+        for ecc in ("none", "secded"):
             base = "qmc3" if ecc == "none" else "qmc3:mram_ecc=secded"
-            extra = f"mram_ber={ber:g}"
-            r, _ = read_as(base, extra)
-            rows.append(dict(r, mram_ber=ber))
-        out["mram"][ecc] = rows
-    rep = storage_report(lm.model, parse_method("qmc3:mram_ecc=secded"), quantized("qmc3:mram_ecc=secded"))
-    out["mram_ecc_check_bits_per_weight"] = rep["bits_by_component"]["ecc_check_bits"] / rep["quantized_params"]
-    by_age = {r["age"]: r for r in out["age"]["qmc3"]}
-    for age in ("fresh", "1d"):
-        out["noise_aware"].append(dict(by_age[age], variant="noise-aware, target fresh"))
-    for base, label in (
-        ("qmc:bits=3,cell_bits=3,noise_aware=false", "noise-blind"),
-        ("qmc:bits=3,cell_bits=3,target_age=1d", "noise-aware, target 1d"),
-    ):
-        for age in (None, "1d"):
-            if label.endswith("1d") and age is None:
-                continue  # a clip search aimed at 1 day, read fresh, is not a deployment anyone runs
-            r, _ = read_as(base, f"age={age}" if age else "")
-            out["noise_aware"].append(dict(r, variant=label, age=age or "fresh"))
+            out["mram"][ecc] = [dict(read_as(base, f"mram_ber={ber:g}"), mram_ber=ber) for ber in BERS]
+        rep = storage_report(lm.model, parse_method("qmc3:mram_ecc=secded"), quantized("qmc3:mram_ecc=secded"))
+        out["mram_ecc_check_bits_per_weight"] = rep["bits_by_component"]["ecc_check_bits"] / rep["quantized_params"]
     payload = {
         "command": "python benchmarks/device_fidelity.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
@@ -169,7 +198,7 @@ def plot(d: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     ax = axes[0]
     secs = {"fresh": 1, "1min": 60, "1h": 3600, "1d": 86400, "1y": 3.156e7, "10y": 3.156e8}
     for rows in d["age"].values():
@@ -178,7 +207,7 @@ def plot(d: dict, path: Path) -> None:
             [_f(r["ppl_mean"]) for r in rows],
             [_f(r["ppl_std"]) for r in rows],
             marker="o",
-            label=rows[0]["method"].split(" age")[0],
+            label=rows[0].get("label", rows[0]["method"]),
             capsize=3,
         )
     ax.axvspan(3600, 3.2e8, color="0.9", label="extrapolated (> 1 h)")
@@ -211,10 +240,27 @@ def plot(d: dict, path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="MRAM raw bit error rate", title="MRAM faults (every field)")
     ax.axhline(d["fp_ppl"], color="k", ls=":")
     ax.legend(fontsize=7)
+    ax = axes[3]
+    by_age: dict[str, list[dict]] = {}
+    for r in d.get("read_share", []):
+        by_age.setdefault(r["age"], []).append(r)
+    for age, rows in by_age.items():
+        for r in rows:
+            ax.scatter([r["read_share"]] * len(r["ppl_per_seed"]), r["ppl_per_seed"], s=12, color="0.5")
+        ax.errorbar(
+            [r["read_share"] for r in rows],
+            [_f(r["ppl_mean"]) for r in rows],
+            [_f(r["ppl_std"]) for r in rows],
+            marker="o",
+            label=f"QMC 3b, age {age}",
+            capsize=3,
+        )
+    ax.set(xlabel="share of each level's variance redrawn per read", title="read noise vs programming, equal sigma")
+    ax.legend(fontsize=7)
     fig.suptitle(f"{d['model']}: {d['text']}, {d['windows']} x {d['context']} tokens, seeds {d['seeds']}")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
 
@@ -240,10 +286,11 @@ def section(d: dict) -> str:
         f"### Device fidelity: {d['model']}",
         "",
         f"- command: `{d['command'].strip()}`",
-        f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
+        f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min "
+        "(rows measured by an earlier run of the same settings are read from its cache)",
         f"- model: {d['note']}",
         f"- text: {d['text']}, first {d['windows']} windows of {d['context']} tokens (a short run); "
-        f"FP {d['fp_ppl']:.2f}; mean ± std over seeds {d['seeds']}",
+        f"FP {d['fp_ppl']:.2f}; mean ± std over seeds {d['seeds']} (a seed is a chip)",
         "- each method quantized once; the same codes read at each setting (same chip, other read). Ages past "
         "1 h are extrapolated from the relaxation fit (measured 1 s - 1 h), marked *",
         "",
@@ -252,37 +299,58 @@ def section(d: dict) -> str:
         "| method | "
         + " | ".join(r["age"] + ("*" if r.get("age_extrapolated") else "") for r in next(iter(d["age"].values())))
         + " | first listed age past 2x fresh |",
-        "|---|" + "---:|" * (len(AGES) + 1),
+        "|---|" + "---:|" * (len(next(iter(d["age"].values()))) + 1),
     ]
     for rows in d["age"].values():
         fresh = rows[0]["ppl_mean"]
         past = next((r["age"] for r in rows if _f(r["ppl_mean"]) > 2 * fresh or r["ppl_mean"] is None), "never")
-        lines.append(f"| {rows[0]['method']} | " + " | ".join(_cell(r) for r in rows) + f" | {past} |")
-    lines += [
-        "",
-        "**Noise scale** (programmed sigmas x k, fresh):",
-        "",
-        "| method | " + " | ".join(f"x{s:g}" for s in SCALES) + " |",
-        "|---|" + "---:|" * len(SCALES),
-    ]
-    for rows in d["noise_scale"].values():
-        lines.append(f"| {rows[1]['method']} | " + " | ".join(_cell(r) for r in rows) + " |")
-    lines += [
-        "",
-        f"**MRAM raw bit error rate**, QMC 3b, faults in every MRAM field (outlier codes, outlier scale, CSR "
-        f"indices, scales, zero points); SECDED costs {d['mram_ecc_check_bits_per_weight']:.3f} bits per weight:",
-        "",
-        "| ECC | " + " | ".join(f"{b:g}" for b in BERS) + " |",
-        "|---|" + "---:|" * len(BERS),
-    ]
-    for ecc, rows in d["mram"].items():
-        lines.append(f"| {ecc} | " + " | ".join(_cell(r) for r in rows) + " |")
-    lines += ["", "**Noise-aware clipping** (QMC 3b, 3 bits/cell):", "", "| variant | fresh | 1d* |", "|---|---:|---:|"]
-    variants: dict[str, dict] = {}
-    for r in d["noise_aware"]:
-        variants.setdefault(r["variant"], {})[r["age"]] = r
-    for v, by in variants.items():
-        lines.append(f"| {v} | {_cell(by['fresh']) if 'fresh' in by else '-'} | {_cell(by['1d'])} |")
+        name = rows[0].get("label", rows[0]["method"])
+        lines.append(f"| {name} | " + " | ".join(_cell(r) for r in rows) + f" | {past} |")
+    if d["noise_scale"]:
+        lines += [
+            "",
+            "**Noise scale** (programmed sigmas x k, fresh):",
+            "",
+            "| method | " + " | ".join(f"x{s:g}" for s in SCALES) + " |",
+            "|---|" + "---:|" * len(SCALES),
+        ]
+        for rows in d["noise_scale"].values():
+            lines.append(f"| {rows[1]['method']} | " + " | ".join(_cell(r) for r in rows) + " |")
+    if d["mram"]:
+        bers = [r["mram_ber"] for r in next(iter(d["mram"].values()))]
+        lines += [
+            "",
+            f"**MRAM raw bit error rate**, QMC 3b, faults in every MRAM field (outlier codes, outlier scale, CSR "
+            f"indices, scales, zero points); SECDED costs {d['mram_ecc_check_bits_per_weight']:.3f} bits per weight:",
+            "",
+            "| ECC | " + " | ".join(f"{b:g}" for b in bers) + " |",
+            "|---|" + "---:|" * len(bers),
+        ]
+        for ecc, rows in d["mram"].items():
+            lines.append(f"| {ecc} | " + " | ".join(_cell(r) for r in rows) + " |")
+    if d["noise_aware"]:
+        lines += ["", "**Noise-aware clipping** (QMC 3b, 3 bits/cell):", ""]
+        lines += ["| variant | fresh | 1d* |", "|---|---:|---:|"]
+        variants: dict[str, dict] = {}
+        for r in d["noise_aware"]:
+            variants.setdefault(r["variant"], {})[r["age"]] = r
+        for v, by in variants.items():
+            lines.append(f"| {v} | {_cell(by['fresh']) if 'fresh' in by else '-'} | {_cell(by['1d'])} |")
+    if d.get("read_share"):
+        ages = list(dict.fromkeys(r["age"] for r in d["read_share"]))
+        shares = list(dict.fromkeys(r["read_share"] for r in d["read_share"]))
+        at = {(r["age"], r["read_share"]): r for r in d["read_share"]}
+        lines += [
+            "",
+            "**Read noise against programming error at equal total sigma** (QMC 3b, 3 bits/cell; `read_share` "
+            "= share of each level's variance redrawn at every read, each window a new read; 0 = all frozen in "
+            "the chip; the error rate of one read is the same in every column):",
+            "",
+            "| age | " + " | ".join(f"read_share={s:g}" for s in shares) + " |",
+            "|---|" + "---:|" * len(shares),
+        ]
+        for age in ages:
+            lines.append(f"| {age} | " + " | ".join(_cell(at[(age, s)]) for s in shares) + " |")
     lines += ["", f"![device fidelity](benchmarks/results/device_fidelity_{d['model']}.png)", ""]
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ METHODS = [
     "qmc:bits=2,cell_bits=2",
     "qmc:bits=2,cell_bits=3,mram_ber=0.01",
     "qmc:bits=4,cell_bits=3,rho=0,quantize_embeddings=true",
+    "qmc:bits=3,cell_bits=3,outlier_code=offset,outlier_bits=4,mram_ber=0.01",
 ]
 
 
@@ -92,6 +93,7 @@ def test_round_trip_bit_exact(tiny_lm, tmp_path, method):
         if qt.outliers is not None:
             assert torch.equal(got.outliers.index, qt.outliers.index)
             assert torch.equal(got.outliers.codes, qt.outliers.codes) and got.outliers.scale == qt.outliers.scale
+            assert got.outliers.offset == qt.outliers.offset
         assert torch.equal(loaded[name], qt.dequantize()), name
     # A noise realisation for a seed is the in-memory one, bit for bit; restore() undoes it.
     _dense_fp16(tiny_lm.model, set(qm.tensors))

@@ -49,6 +49,15 @@ def qmc_tensor(out: int = 48, inf: int = 200, seed: int = 0, ecc: str = "none") 
     return qt
 
 
+def qmc_offset_tensor(out: int = 48, inf: int = 200, seed: int = 4, ecc: str = "none") -> QuantizedTensor:
+    """QMC with the offset outlier code: its threshold is one more MRAM field."""
+    qt = quantize_qmc(
+        heavy_tailed(out, inf, seed), 3, reram(3), rho=0.02, group_size=64, n_clip=4, outlier_code="offset"
+    )
+    qt.mram_ecc = ecc
+    return qt
+
+
 def emem_tensor(out: int = 64, inf: int = 256, seed: int = 1, ecc: str = "none") -> QuantizedTensor:
     qt = quantize_emem_naive(heavy_tailed(out, inf, seed), 3, reram(3), group_size=64)
     qt.mram_ecc = ecc
@@ -70,7 +79,13 @@ def e8m0_tensor(seed: int = 3) -> QuantizedTensor:
     return qt
 
 
-ALL_KINDS = {"qmc": qmc_tensor, "emem": emem_tensor, "hqq": hqq_like_tensor, "e8m0": e8m0_tensor}
+ALL_KINDS = {
+    "qmc": qmc_tensor,
+    "qmc_offset": qmc_offset_tensor,
+    "emem": emem_tensor,
+    "hqq": hqq_like_tensor,
+    "e8m0": e8m0_tensor,
+}
 
 
 def popcount(x: torch.Tensor) -> int:
@@ -160,7 +175,7 @@ def test_faults_reach_every_mram_field_at_the_expected_rate(kind, ecc):
             assert flipped[name] > 0, name
 
 
-@pytest.mark.parametrize("kind", ["qmc", "emem", "hqq", "e8m0"])
+@pytest.mark.parametrize("kind", list(ALL_KINDS))
 def test_dequantize_uses_every_faulty_field_as_hardware_decodes_it(kind):
     """The faulty weight equals an independent, element-by-element decode of the fields as read."""
     qt = ALL_KINDS[kind]()
@@ -193,6 +208,10 @@ def test_dequantize_uses_every_faulty_field_as_hardware_decodes_it(kind):
             codes = [(int(c) - 256 if c >= 128 else int(c)) for c in f["outlier_codes"].read]
             fs = f["outlier_scale"]
             oscale = o.scale if int(fs.read[0]) == int(fs.stored[0]) else float(fp16(fs.read)[0])
+            t = None
+            if o.offset is not None:
+                ft = f["outlier_offset"]
+                t = o.offset if int(ft.read[0]) == int(ft.stored[0]) else float(fp16(ft.read)[0])
             cols, counts = f["outlier_cols"].read.tolist(), f["outlier_counts"].read.tolist()
             e = 0
             for row in range(out_f):  # the hardware walk: counts, then columns, in table order
@@ -200,7 +219,12 @@ def test_dequantize_uses_every_faulty_field_as_hardware_decodes_it(kind):
                     if e >= o.count:
                         break
                     if cols[e] < in_f:
-                        want[row, cols[e]] = (torch.tensor([float(codes[e])]) * oscale)[0]
+                        c = torch.tensor([float(codes[e])])
+                        if t is None:
+                            v = c * oscale
+                        else:  # sign + magnitude above the threshold, in float32 as the datapath computes
+                            v = t + c * oscale if codes[e] >= 0 else -(t + (-c - 1) * oscale)
+                        want[row, cols[e]] = v[0]
                     e += 1
         torch.testing.assert_close(w, want, rtol=0, atol=0, equal_nan=True)
         assert not torch.equal(w, qt.dequantize()), "2% BER must change the weight"

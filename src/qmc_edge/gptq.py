@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import QMCError
-from .qtensor import QuantizedTensor
+from .qtensor import OutlierTable, QuantizedTensor
 from .uniform import UniformCodes
 
 BLOCK = 128  # columns per lazy update (llm-compressor's and the GPTQ paper's default)
@@ -62,10 +62,12 @@ def gptq_round(
     block: int = BLOCK,
     damp: float = DAMP,
     act_order: bool = True,
+    outliers: OutlierTable | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Round ``w`` (out, in) with GPTQ on ``grid``'s scales and zero points.
 
-    Entries in ``outlier_mask`` are rounded to symmetric ``outlier_bits`` codes of ``outlier_scale``.
+    Entries in ``outlier_mask`` are rounded on ``outliers``' grid when given (its code, scale and
+    offset), else to symmetric ``outlier_bits`` codes of ``outlier_scale``.
     ``act_order``: columns are rounded in order of decreasing input energy (the Hessian's diagonal),
     each still on its own group's grid (llm-compressor's default, "static" ordering).
 
@@ -81,7 +83,8 @@ def gptq_round(
     W, H, gidx, out_m = W[:, perm], H[perm][:, perm], gidx[perm], out_m[:, perm]
     U, ok = inverse_hessian_factor(H, W, damp)
     maxq = 2**grid.bits - 1
-    omax = 2 ** (outlier_bits - 1) - 1
+    if outliers is None:
+        outliers = OutlierTable(torch.zeros(0, dtype=torch.int64), torch.zeros(0), outlier_scale, outlier_bits)
     scale, zero = grid.scale[:, gidx], grid.zero[:, gidx]  # (out, in), per (permuted) column
     codes = torch.empty(rows, cols)
     ocodes = torch.zeros(rows, cols)
@@ -97,9 +100,9 @@ def gptq_round(
             s, z = scale[:, c], zero[:, c]
             # The library's order of operations (clamp(round(x / s + z))), so ties round alike.
             q = torch.clamp(torch.round(x / s + z), 0, maxq)
-            o = torch.clamp(torch.round(x / outlier_scale), -omax, omax)
+            o = outliers.round(x)
             m = out_m[:, c]
-            qv = torch.where(m, o * outlier_scale, (q - z) * s)
+            qv = torch.where(m, outliers.values(o), (q - z) * s)
             codes[:, c] = torch.where(m, z, q)
             ocodes[:, c] = torch.where(m, o, 0.0)
             err = (x - qv) / U1[j, j]

@@ -16,6 +16,7 @@ field              elements x bits                       stored representation t
 ``outlier_codes``  k x ``outliers.bits``                 two's complement (the same flips as the
                                                          artifact's offset-binary form)
 ``outlier_scale``  1 x 16                                fp16 bits of the per-tensor scale
+``outlier_offset`` 1 x 16 (offset code only)           fp16 bits of the outlier threshold
 ``outlier_cols``   k x ceil(log2(in))                    unsigned column of each outlier (CSR)
 ``outlier_counts`` out x ceil(log2(in + 1))              unsigned outlier count of each row (CSR)
 =================  ====================================  =========================================
@@ -154,6 +155,8 @@ def _layout(qt: QuantizedTensor) -> dict[str, tuple[int, int]]:
     if o is not None and o.count:
         f["outlier_codes"] = (o.count, o.bits)
         f["outlier_scale"] = (1, 16)
+        if o.offset is not None:
+            f["outlier_offset"] = (1, 16)
         f["outlier_cols"] = (o.count, col_bits(in_f))
         f["outlier_counts"] = (out_f, count_bits(in_f))
     return {k: v for k, v in f.items() if v[0] * v[1] > 0}
@@ -245,6 +248,8 @@ def _stored(qt: QuantizedTensor, name: str) -> torch.Tensor:
         return o.codes.to(torch.int64) & ((1 << w) - 1)
     if name == "outlier_scale":
         return _fp_bits(torch.tensor([o.scale], dtype=torch.float64), 16)
+    if name == "outlier_offset":
+        return _fp_bits(torch.tensor([o.offset], dtype=torch.float64), 16)
     if name == "outlier_cols":
         return o.index.to(torch.int64) % in_f
     if name == "outlier_counts":
@@ -463,15 +468,17 @@ def _decode_fields(qt: QuantizedTensor, res: MRAMRead) -> None:
         res.zero.view(-1)[fr.changed] = _fp_value(bits, fr.width) if fr.width in (16, 32) else bits.to(torch.float32)
     if o is None or not o.count:
         return
-    codes, scale = o.codes, o.scale
+    codes, scale, offset = o.codes, o.scale, o.offset
     if (fr := f["outlier_codes"]).changed.numel():
         top = 1 << (o.bits - 1)
         codes = torch.where(fr.read >= top, fr.read - 2 * top, fr.read).to(o.codes.dtype)
     if (fr := f["outlier_scale"]).changed.numel():
         scale = float(_fp_value(fr.read, 16)[0])
+    if (fr := f.get("outlier_offset")) is not None and fr.changed.numel():
+        offset = float(_fp_value(fr.read, 16)[0])
     index, entries = o.index, None
     if f["outlier_cols"].changed.numel() or f["outlier_counts"].changed.numel():
         index, entries = decode_csr(f["outlier_counts"].read, f["outlier_cols"].read, qt.shape)
-    values = codes.float() * scale
+    values = o.values(codes, scale, offset)
     res.outlier_index = index
     res.outlier_values = values if entries is None else values[entries]

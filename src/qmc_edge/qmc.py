@@ -47,6 +47,27 @@ def quantize_outliers(values: torch.Tensor, bits: int) -> tuple[torch.Tensor, fl
     return codes, scale
 
 
+def outlier_table(index: torch.Tensor, values: torch.Tensor, bits: int, code: str = "symmetric") -> OutlierTable:
+    """The outlier table of ``values`` (at flat positions ``index``) in ``bits``-bit codes.
+
+    ``symmetric``: code x scale over [-amax, amax]. ``offset``: sign + magnitude above the smallest
+    outlier magnitude t, 2**(b-1) magnitudes over [t, amax] per sign (see :class:`OutlierTable`):
+    every outlier lies above t, so the symmetric code's codes below t are never used, and the offset
+    code's step is (amax - t) / (2**(b-1) - 1) against amax / (2**(b-1) - 1)."""
+    if code == "symmetric":
+        codes, scale = quantize_outliers(values, bits)
+        return OutlierTable(index=index, codes=codes, scale=scale, bits=bits)
+    if code != "offset":
+        raise ValueError(f"outlier code must be symmetric or offset, got {code!r}")
+    mags = values.abs()
+    t = float(mags.min()) if values.numel() else 0.0
+    span = float(mags.max()) - t if values.numel() else 0.0
+    scale = span / (2 ** (bits - 1) - 1) if span > 0 else 1.0
+    table = OutlierTable(index=index, codes=torch.zeros(0, dtype=torch.int16), scale=scale, bits=bits, offset=t)
+    table.codes = table.round(values).to(torch.int16)
+    return table
+
+
 def quantize_qmc(
     w: torch.Tensor,
     bits: int,
@@ -57,6 +78,7 @@ def quantize_qmc(
     n_clip: int = 20,
     noise_aware: bool = True,
     cell_layout: str = "left",
+    outlier_code: str = "symmetric",
 ) -> QuantizedTensor:
     """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers (the
     clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
@@ -69,7 +91,6 @@ def quantize_qmc(
     inl = quantize_uniform(
         w, bits, group_size, inlier_mask=mask.reshape(w.shape), clip_ratios=clip_grid(n_clip), moments=moments
     )
-    ocodes, oscale = quantize_outliers(w.reshape(-1)[idx], outlier_bits)
     return QuantizedTensor(
         shape=tuple(w.shape),
         inliers=inl,
@@ -77,5 +98,5 @@ def quantize_qmc(
         cell_bits=device.bits_per_cell,
         meta_memory="mram",
         cell_layout=cell_layout,
-        outliers=OutlierTable(index=idx, codes=ocodes, scale=oscale, bits=outlier_bits),
+        outliers=outlier_table(idx, w.reshape(-1)[idx], outlier_bits, outlier_code),
     )

@@ -26,22 +26,51 @@ from .devices import DeviceModel, MRAMBitFlips
 from .mram import ECC_MODES, ecc_check_bits, effective_ecc, read_mram
 from .uniform import UniformCodes
 
+#: How outlier codes map to values: ``symmetric`` (code x scale, codes in [-(2**(b-1)-1), 2**(b-1)-1]) or
+#: ``offset`` (sign + magnitude above the outlier threshold: every one of the 2**b codes is used).
+OUTLIER_CODES = ("symmetric", "offset")
+
 
 @dataclass
 class OutlierTable:
-    """Outliers kept in high precision: flat positions (sorted) and symmetric integer codes."""
+    """Outliers kept in high precision: flat positions (sorted) and b-bit integer codes.
+
+    ``offset`` None: the symmetric code, value = code * scale. ``offset`` t (the smallest outlier
+    magnitude): the offset code, which spends no codes below the threshold every outlier lies above:
+    code c >= 0 is +(t + c * scale), code c < 0 is -(t + (-c - 1) * scale), so the 2**b two's-complement
+    codes cover [-amax, -t] and [t, amax] with 2**(b-1) magnitudes each."""
 
     index: torch.Tensor  # (k,) int64 flat positions in the (out, in) tensor, ascending
-    codes: torch.Tensor  # (k,) int16 symmetric codes in [-(2**(b-1)-1), 2**(b-1)-1]
+    codes: torch.Tensor  # (k,) int16 codes (see the class docstring for their range)
     scale: float
     bits: int
+    offset: float | None = None
 
     @property
     def count(self) -> int:
         return int(self.index.numel())
 
-    def values(self, codes: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.codes if codes is None else codes).float() * self.scale
+    @property
+    def code(self) -> str:
+        return "symmetric" if self.offset is None else "offset"
+
+    def values(self, codes: torch.Tensor | None = None, scale: float | None = None, offset: float | None = None):
+        """float32 values of ``codes`` (default: the stored ones), under ``scale`` / ``offset`` when
+        given (an MRAM read may have flipped them)."""
+        c = (self.codes if codes is None else codes).float()
+        s = self.scale if scale is None else scale
+        if self.offset is None:
+            return c * s
+        t = self.offset if offset is None else offset
+        return torch.where(c >= 0, t + c * s, -(t + (-c - 1) * s))
+
+    def round(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest code (float) of every value in ``x`` on this table's grid (GPTQ re-rounds with it)."""
+        top = 2 ** (self.bits - 1)
+        if self.offset is None:
+            return torch.clamp(torch.round(x / self.scale), -(top - 1), top - 1)
+        mag = torch.clamp(torch.round((x.abs() - self.offset) / self.scale), 0, top - 1)
+        return torch.where(x >= 0, mag, -mag - 1)
 
 
 @dataclass
@@ -136,7 +165,9 @@ class QuantizedTensor:
             s.components["zero_points"] = (self.meta_memory, n_meta * zb)
         if self.outliers is not None and self.outliers.count:
             k = self.outliers.count
-            s.components["outlier_values"] = (self.meta_memory, k * self.outliers.bits + 16)
+            # codes, the fp16 scale and, for the offset code, the fp16 threshold
+            extra = 16 if self.outliers.offset is None else 32
+            s.components["outlier_values"] = (self.meta_memory, k * self.outliers.bits + extra)
             col_bits = max(1, math.ceil(math.log2(in_f)))
             cnt_bits = max(1, math.ceil(math.log2(in_f + 1)))
             s.components["outlier_index"] = (self.meta_memory, k * col_bits + out_f * cnt_bits)

@@ -164,7 +164,9 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
         mram[f"{name}.outlier_cols"] = _u8(pack_bits(cols, cb))
         # One float64 per tensor: the in-memory scale is a Python float, kept exactly (report: 16 bits).
         mram[f"{name}.outlier_scale"] = torch.tensor([o.scale], dtype=torch.float64)
-        outl = OutlierEntry(count=o.count, bits=o.bits, col_bits=cb, count_bits=nb)
+        if o.offset is not None:
+            mram[f"{name}.outlier_offset"] = torch.tensor([o.offset], dtype=torch.float64)
+        outl = OutlierEntry(count=o.count, bits=o.bits, col_bits=cb, count_bits=nb, code=o.code)
     return TensorEntry(
         name=name,
         shape=(out_f, in_f),

@@ -229,6 +229,8 @@ def _expected(entries: list[TensorEntry]) -> dict[str, dict[str, tuple[torch.dty
             m[f"{e.name}.outlier_counts"] = (torch.uint8, (packed_nbytes(out_f, o.count_bits),))
             m[f"{e.name}.outlier_cols"] = (torch.uint8, (packed_nbytes(o.count, o.col_bits),))
             m[f"{e.name}.outlier_scale"] = (torch.float64, (1,))
+            if o.code == "offset":
+                m[f"{e.name}.outlier_offset"] = (torch.float64, (1,))
     return exp
 
 
@@ -262,6 +264,7 @@ def _check_against_spec(spec: MethodSpec, e: TensorEntry) -> None:
         "scale_bits": e.scale_bits,
         "outlier_bits": o.bits if o is not None and o.count else None,
         "outliers": o.count if o is not None else 0,
+        "outlier_code": o.code if o is not None and o.count else None,
         "mram_ecc": e.mram_ecc,
         "cell_layout": e.cell_layout,
     }
@@ -318,16 +321,22 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
             if index.size and (np.diff(index) <= 0).any():
                 raise _Bad(f"tensor {e.name}: outlier columns not strictly increasing within a row")
             ocodes = unpack_bits(m[f"{e.name}.outlier_codes"].numpy(), o.bits, o.count) - (1 << (o.bits - 1))
-            if ocodes.size and ocodes.min() < -((1 << (o.bits - 1)) - 1):
+            if o.code == "symmetric" and ocodes.size and ocodes.min() < -((1 << (o.bits - 1)) - 1):
                 raise _Bad(f"tensor {e.name}: outlier code out of the symmetric range")
             oscale = float(m[f"{e.name}.outlier_scale"][0])
             if not np.isfinite(oscale):
                 raise _Bad(f"tensor {e.name}: non-finite outlier scale")
+            ooffset = None
+            if o.code == "offset":
+                ooffset = float(m[f"{e.name}.outlier_offset"][0])
+                if not np.isfinite(ooffset) or ooffset < 0:
+                    raise _Bad(f"tensor {e.name}: outlier offset must be finite and >= 0")
         outliers = OutlierTable(
             index=torch.from_numpy(index),
             codes=torch.from_numpy(ocodes.astype(np.int16)),
             scale=oscale,
             bits=o.bits,
+            offset=ooffset,
         )
     return QuantizedTensor(
         shape=(out_f, in_f),

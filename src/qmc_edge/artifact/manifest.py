@@ -36,9 +36,19 @@ class OutlierEntry(_Strict):
     """The MRAM outlier table of one tensor (values in ``mram.safetensors``)."""
 
     count: int = Field(ge=0)
-    bits: int = Field(ge=2, le=16)  # symmetric codes, stored offset by 2**(bits-1)
+    bits: int = Field(ge=2, le=16)  # codes, stored offset by 2**(bits-1)
     col_bits: int = Field(ge=1, le=32)  # ceil(log2(in_features)) per outlier
     count_bits: int = Field(ge=1, le=32)  # ceil(log2(in_features + 1)) per row
+    # "offset": sign + magnitude above the threshold in <name>.outlier_offset (qmc_edge.qtensor);
+    # written only when not "symmetric", so artifacts with the symmetric code are unchanged.
+    code: Literal["symmetric", "offset"] = "symmetric"
+
+    @model_serializer(mode="wrap")
+    def _omit_default(self, handler):
+        data = handler(self)
+        if data.get("code") == "symmetric":
+            del data["code"]
+        return data
 
 
 class TensorEntry(_Strict):

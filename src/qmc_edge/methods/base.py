@@ -273,6 +273,7 @@ class MethodSpec(BaseModel):
         if hasattr(self, "group_size"):
             lay["group_size"] = min(int(self.group_size) or shape[1], shape[1])
         lay["outlier_bits"] = None
+        lay["outlier_code"] = None
         lay["mram_ecc"] = str(getattr(self, "mram_ecc", None) or "none") if self.uses_reram else "none"
         lay["cell_layout"] = self.layout if self.uses_reram else "left"
         return lay

@@ -80,6 +80,9 @@ class QMC(ReRAMOptions, TensorMethod):
     cell_bits: int = cell_field()
     rho: float = Field(0.01, description="outlier share per tensor, in [0, 0.5]")
     outlier_bits: int = Field(8, description="bits per outlier code in MRAM, 2..16")
+    outlier_code: Literal["symmetric", "offset"] = Field(
+        "symmetric", description="outlier codes: symmetric (x scale), or offset (sign + magnitude above the threshold)"
+    )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search")
     rounding: Literal["nearest", "gptq"] = Field(
@@ -148,12 +151,18 @@ class QMC(ReRAMOptions, TensorMethod):
             n_clip=self.n_clip,
             noise_aware=self.noise_aware,
             cell_layout=self.layout,
+            outlier_code=self.outlier_code,
         )
         return self.tag_mram(qt)
 
     def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
         k = round(self.rho * shape[0] * shape[1])
-        return {**super().expected_layout(shape), "outlier_bits": self.outlier_bits if k else None, "outliers": k}
+        return {
+            **super().expected_layout(shape),
+            "outlier_bits": self.outlier_bits if k else None,
+            "outlier_code": self.outlier_code if k else None,
+            "outliers": k,
+        }
 
     def gptq_tensor(self, w: torch.Tensor, hessian: torch.Tensor) -> tuple[QuantizedTensor, dict]:
         """One weight with GPTQ rounding: this spec's split and grid (nearest rounding's result), then
@@ -164,7 +173,7 @@ class QMC(ReRAMOptions, TensorMethod):
         ot = qt.outliers
         mask = torch.zeros(qt.shape, dtype=torch.bool)
         mask.view(-1)[ot.index] = True
-        codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, ot.scale, ot.bits)
+        codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, outliers=ot)
         qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
         return qt, info
 
