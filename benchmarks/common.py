@@ -14,3 +14,34 @@ def machine_label(device: str = "cpu") -> str:
         gpu = torch.cuda.get_device_name()
         return f"{gpu} (fp32, TF32 off), torch {torch.__version__}; {os.cpu_count()} CPU cores"
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
+
+
+def run_header(script: str, model: str, note: str, text: str, context: int, windows: int, t0: float) -> dict:
+    """The fields every model benchmark's JSON starts with: the command, date, machine, model (and
+    what its reference is), the text and how much of it, and the wall time since ``t0``."""
+    import datetime as dt
+    import sys
+    import time
+
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "date": dt.date.today().isoformat(),
+        "machine": machine_label(),
+        "model": model,
+        "note": note,
+        "text": text,
+        "context": context,
+        "windows": windows,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+
+
+def write_json(path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` complete or not at all (temporary name, then rename)."""
+    import json
+
+    from qmc_edge.jsonio import json_safe
+
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
