@@ -6,10 +6,11 @@ Each method is quantized once (its clip search targets the fresh cells unless th
 target_age) and its stored codes are then read through the device at each setting, one noise
 realisation per seed: the same chip, read later or under other assumptions.
 
-Writes benchmarks/results/device_fidelity.json, benchmarks/device_fidelity.md and
+Writes benchmarks/results/device_fidelity_<model>.json, benchmarks/device_fidelity.md and
 benchmarks/results/device_fidelity_<model>.png (stitched into BENCHMARKS.md by render.py).
 Usage: python benchmarks/device_fidelity.py [--model PATH] [--windows 4] [--context 1024] [--seeds 3]
-       [--age-methods qmc3,emem3] [--quick]; --render-only redraws the plots and tables from the JSON
+       [--age-methods qmc3,emem3] [--sections age,reference] [--ages fresh,1d]
+--render-only redraws the plots and tables from the JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ BERS = [1e-9, 1e-7, 1e-5, 1e-4, 1e-3]
 READ_SHARES = [0.0, 0.5, 1.0]  # 0 is the frozen row of the age table
 READ_AGES = [None, "1d"]
 REFERENCE_AGES = ["1h", "1d", "1y", "10y"]  # fixed read thresholds against thresholds that track the drift
+SECTIONS = (
+    "age",
+    "noise_aware",
+    "read_share",
+    "reference",
+    "noise_scale",
+    "mram",
+)
 
 
 def main() -> None:
@@ -66,7 +75,8 @@ def main() -> None:
     ap.add_argument(
         "--age-methods", default=None, help="comma-separated keys of AGE_METHODS to run (default all; a short run)"
     )
-    ap.add_argument("--quick", action="store_true", help="age, noise-aware and read-share sections only")
+    ap.add_argument("--sections", default=None, help=f"comma-separated, some of {', '.join(SECTIONS)} (default all)")
+    ap.add_argument("--ages", default=None, help="comma-separated ages for the age section (default all; fresh = 1 s)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -145,12 +155,20 @@ def main() -> None:
         "read_share": [],
         "reference": [],
     }
-    for m, label in age_methods.items():
-        out["age"][m] = [dict(read_as(m, f"age={a}" if a else ""), age=a or "fresh", label=label) for a in AGES]
-    by_age = {r["age"]: r for r in out["age"].get("qmc3", [])}
-    if by_age:
-        for age in ("fresh", "1d"):
-            out["noise_aware"].append(dict(by_age[age], variant="noise-aware, target fresh"))
+    ages = [None if a == "fresh" else a for a in args.ages.split(",")] if args.ages else AGES
+    sections = set(args.sections.split(",")) if args.sections else set(SECTIONS)
+    if sections - set(SECTIONS):
+        raise SystemExit(f"unknown sections {sorted(sections - set(SECTIONS))}; use some of {', '.join(SECTIONS)}")
+
+    def at(base: str, age: str | None, extra: str = "") -> dict:
+        return read_as(base, ",".join(x for x in (f"age={age}" if age else "", extra) if x))
+
+    if "age" in sections:
+        for m, label in age_methods.items():
+            out["age"][m] = [dict(at(m, a), age=a or "fresh", label=label) for a in ages]
+    if "noise_aware" in sections:
+        for age in (None, "1d"):
+            out["noise_aware"].append(dict(at("qmc3", age), variant="noise-aware, target fresh", age=age or "fresh"))
         for base, label in (
             ("qmc:bits=3,cell_bits=3,noise_aware=false", "noise-blind"),
             ("qmc:bits=3,cell_bits=3,target_age=1d", "noise-aware, target 1d"),
@@ -158,24 +176,22 @@ def main() -> None:
             for age in (None, "1d"):
                 if label.endswith("1d") and age is None:
                     continue  # a clip search aimed at 1 day, read fresh, is not a deployment anyone runs
-                r = read_as(base, f"age={age}" if age else "")
-                out["noise_aware"].append(dict(r, variant=label, age=age or "fresh"))
+                out["noise_aware"].append(dict(at(base, age), variant=label, age=age or "fresh"))
+    if "read_share" in sections:
         for age in READ_AGES:
             for share in READ_SHARES:
-                parts = (f"age={age}" if age else "", f"read_share={share:g}" if share else "")
-                extra = ",".join(x for x in parts if x)
-                r = by_age[age or "fresh"] if not share else read_as("qmc3", extra)
+                r = at("qmc3", age, f"read_share={share:g}" if share else "")
                 out["read_share"].append(dict(r, read_share=share, age=age or "fresh"))
+    if "reference" in sections:
         for age in REFERENCE_AGES:
-            out["reference"].append(dict(by_age[age], read_reference="fixed", age=age))
-            r = read_as("qmc3", f"age={age},read_reference=aged")
-            out["reference"].append(dict(r, read_reference="aged", age=age))
-    if not args.quick:
+            out["reference"].append(dict(at("qmc3", age), read_reference="fixed", age=age))
+            out["reference"].append(dict(at("qmc3", age, "read_reference=aged"), read_reference="aged", age=age))
+    if "noise_scale" in sections:
         for m in SCALE_METHODS:
-            fresh = out["age"][m][0] if m in out["age"] else read_as(m, "")
             out["noise_scale"][m] = [
-                dict(read_as(m, f"noise_scale={s}") if s != 1.0 else fresh, noise_scale=s) for s in SCALES
+                dict(read_as(m, f"noise_scale={s}" if s != 1.0 else ""), noise_scale=s) for s in SCALES
             ]
+    if "mram" in sections:
         for ecc in ("none", "secded"):
             base = "qmc3" if ecc == "none" else "qmc3:mram_ecc=secded"
             out["mram"][ecc] = [dict(read_as(base, f"mram_ber={ber:g}"), mram_ber=ber) for ber in BERS]
@@ -228,7 +244,6 @@ def plot(d: dict, path: Path) -> None:
     ax.axvspan(3600, 3.2e8, color="0.9", label="extrapolated (> 1 h)")
     ax.set(xscale="log", yscale="log", xlabel="time since programming (s)", ylabel="WikiText-2 PPL", title="age")
     ax.axhline(d["fp_ppl"], color="k", ls=":", label="FP")
-    ax.legend(fontsize=7)
     ax = axes[1]
     for rows in d["noise_scale"].values():
         ax.errorbar(
@@ -241,7 +256,6 @@ def plot(d: dict, path: Path) -> None:
         )
     ax.set(xscale="log", yscale="log", xlabel="noise_scale (x programmed sigma)", title="noise scale")
     ax.axhline(d["fp_ppl"], color="k", ls=":")
-    ax.legend(fontsize=7)
     ax = axes[2]
     for ecc, rows in d["mram"].items():
         # One faulty scale exponent decides a chip: the median over chips, and every chip as a dot.
@@ -257,7 +271,6 @@ def plot(d: dict, path: Path) -> None:
         xscale="log", yscale="log", xlabel="MRAM raw bit error rate", title="MRAM faults, every field (inf not drawn)"
     )
     ax.axhline(d["fp_ppl"], color="k", ls=":")
-    ax.legend(fontsize=7)
     ax = axes[3]
     by_age: dict[str, list[dict]] = {}
     for r in d.get("read_share", []):
@@ -274,7 +287,14 @@ def plot(d: dict, path: Path) -> None:
             capsize=3,
         )
     ax.set(xlabel="share of each level's variance redrawn per read", title="read noise vs programming, equal sigma")
-    ax.legend(fontsize=7)
+    ran = [bool(d["age"]), bool(d["noise_scale"]), bool(d["mram"]), bool(d.get("read_share"))]
+    for ax, has in zip(axes, ran, strict=True):
+        if not has:
+            ax.cla()
+            ax.text(0.5, 0.5, "not run for this model", ha="center", va="center", transform=ax.transAxes)
+            ax.set(xticks=[], yticks=[])
+        elif ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{d['model']}: {d['text']}, {d['windows']} x {d['context']} tokens, seeds {d['seeds']}")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -360,7 +380,7 @@ def section(d: dict) -> str:
             variants.setdefault(r["variant"], {})[r["age"]] = r
         for v, by in variants.items():
             lines.append(f"| {v} | {_cell(by['fresh']) if 'fresh' in by else '-'} | {_cell(by['1d'])} |")
-        lines += ["", _noise_vs_rounding()]
+        lines += ["", _noise_vs_rounding(variants)]
     if d.get("read_share"):
         ages = list(dict.fromkeys(r["age"] for r in d["read_share"]))
         shares = list(dict.fromkeys(r["read_share"] for r in d["read_share"]))
@@ -394,11 +414,11 @@ def section(d: dict) -> str:
     return "\n".join(lines)
 
 
-def _noise_vs_rounding() -> str:
+def _noise_vs_rounding(variants: dict[str, dict]) -> str:
     """Why the noise-aware clip search gains little fresh: the read error it can trade against is
     small next to the rounding error. Mean squared code error of one read of 3-bit codes in 3-bit
     cells (in quantization steps squared, averaged over the 8 codes) against a uniform rounding
-    error's 1/12, at each age."""
+    error's 1/12, at each age; then what the rows of ``variants`` measured."""
     from qmc_edge.cells import code_error_moments
     from qmc_edge.devices import reram
 
@@ -406,13 +426,21 @@ def _noise_vs_rounding() -> str:
     for age in AGES:
         _, m2 = code_error_moments(3, reram(3, age_s=age or 0.0))
         cells.append(f"{age or 'fresh'} {float(m2.mean()):.3f} ({float(m2.mean()) * 12:.2f}x)")
+    aware, blind = variants["noise-aware, target fresh"]["fresh"], variants["noise-blind"]["fresh"]
+    gap = (_f(blind["ppl_mean"]) - _f(aware["ppl_mean"])) / _f(aware["ppl_mean"])
+    sd = max(_f(aware["ppl_std"]), _f(blind["ppl_std"]))
+    within = abs(_f(blind["ppl_mean"]) - _f(aware["ppl_mean"])) <= sd
+    fresh = (
+        f"noise-blind is {abs(gap):.1%} {'worse' if gap > 0 else 'better'} fresh, "
+        f"{'within' if within else 'outside'} one seed-to-seed sd"
+    )
     return (
         "Why: the clip search trades clipping against the step, and the read error it can take into "
         "account is small next to the rounding error until the cells age. Mean squared code error of "
         "one read (3-bit codes in 3-bit cells, steps², mean over codes; in brackets, against uniform "
         "rounding's 1/12): " + ", ".join(cells) + ". Fresh, noise adds a few percent to each weight's "
-        "error and moves the best clip little (noise-blind is even slightly better here, within one "
-        "seed-to-seed sd); at 1 d it is comparable to rounding and aiming the search at 1 d pays."
+        f"error and moves the best clip little ({fresh}); at 1 d it is comparable to rounding and aiming "
+        "the search at 1 d pays."
     )
 
 

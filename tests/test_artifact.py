@@ -42,6 +42,7 @@ METHODS = [
     "qmc:bits=2,cell_bits=3,mram_ber=0.01",
     "qmc:bits=4,cell_bits=3,rho=0,quantize_embeddings=true",
     "qmc:bits=3,cell_bits=3,outlier_code=offset,outlier_bits=4,mram_ber=0.01",
+    "qmc:bits=3,cell_bits=3,read_share=0.5,age=1h",
 ]
 
 
