@@ -45,3 +45,19 @@ def write_json(path, payload: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def load_for_ppl(model: str | None, threads: int):
+    """(loaded model, text source, token ids, BOS id or None, model name) for a perplexity benchmark:
+    ``model`` None is the embedded SmolLM2-135M, else a path (its file stem names the results)."""
+    from pathlib import Path
+
+    from qmc_edge.model_io import load_model
+    from qmc_edge.perplexity import bos_for, load_text, tokenize
+
+    torch.set_num_threads(threads)
+    lm = load_model(model)
+    src = load_text(None)
+    ids = tokenize(lm.tokenizer, src.text)
+    name = "smollm2-135m" if model is None else Path(model).stem
+    return lm, src, ids, bos_for(lm.tokenizer), name

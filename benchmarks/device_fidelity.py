@@ -23,16 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import run_header, write_json  # noqa: E402
+from common import load_for_ppl, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
-from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa: E402
+from qmc_edge.perplexity import perplexity  # noqa: E402
 from qmc_edge.qmodel import QuantizedModel  # noqa: E402
 from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
 
@@ -78,14 +75,9 @@ def main() -> None:
     ap.add_argument("--sections", default=None, help=f"comma-separated, some of {', '.join(SECTIONS)} (default all)")
     ap.add_argument("--ages", default=None, help="comma-separated ages for the age section (default all; fresh = 1 s)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    lm = load_model(args.model)
-    src = load_text(None)
-    ids = tokenize(lm.tokenizer, src.text)
-    bos = bos_for(lm.tokenizer)
+    lm, src, ids, bos, model_name = load_for_ppl(args.model, args.threads)
     seeds = list(range(args.seeds))
-    model_name = "smollm2-135m" if args.model is None else Path(args.model).stem
     age_methods = dict(AGE_METHODS)
     if args.age_methods:
         age_methods = {k: AGE_METHODS.get(k, k) for k in args.age_methods.split(",")}

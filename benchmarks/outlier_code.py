@@ -26,11 +26,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import run_header, write_json  # noqa: E402
+from common import load_for_ppl, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
-from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa: E402
+from qmc_edge.perplexity import perplexity  # noqa: E402
 from qmc_edge.qmc import outlier_table  # noqa: E402
 from qmc_edge.qmodel import QuantizedModel  # noqa: E402
 from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
@@ -47,13 +46,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    lm = load_model(args.model)
-    src = load_text(None)
-    ids = tokenize(lm.tokenizer, src.text)
-    bos = bos_for(lm.tokenizer)
-    model_name = "smollm2-135m" if args.model is None else Path(args.model).stem
+    lm, src, ids, bos, model_name = load_for_ppl(args.model, args.threads)
     base = quantize_model(lm.model, parse_method(BASE), tokenizer=lm.tokenizer)
     fp = perplexity(lm.model, ids, args.context, args.windows, bos).ppl
     rows = []
