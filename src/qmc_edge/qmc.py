@@ -18,7 +18,7 @@ import torch
 
 from .cells import code_error_moments
 from .devices import DeviceModel
-from .qtensor import OutlierTable, QuantizedTensor
+from .qtensor import OUTLIER_CODES, OutlierTable, QuantizedTensor
 from .uniform import clip_grid, quantize_uniform
 
 
@@ -57,8 +57,8 @@ def outlier_table(index: torch.Tensor, values: torch.Tensor, bits: int, code: st
     if code == "symmetric":
         codes, scale = quantize_outliers(values, bits)
         return OutlierTable(index=index, codes=codes, scale=scale, bits=bits)
-    if code != "offset":
-        raise ValueError(f"outlier code must be symmetric or offset, got {code!r}")
+    if code not in OUTLIER_CODES:
+        raise ValueError(f"outlier code must be one of {', '.join(OUTLIER_CODES)}, got {code!r}")
     mags = values.abs()
     t = float(mags.min()) if values.numel() else 0.0
     span = float(mags.max()) - t if values.numel() else 0.0
