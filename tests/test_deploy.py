@@ -139,6 +139,29 @@ def test_hand_computed_decode_bytes_energy_latency_area():
     assert r["load"] is None  # no load_from tier in this platform
 
 
+def test_hand_computed_tier_efficiency_and_dequantization():
+    """A tier's own bandwidth efficiency replaces the platform's for that tier only; dequantization
+    adds pJ per quantized weight and per outlier read, and its time joins compute (overlapped)."""
+    data = copy.deepcopy(HAND_PLATFORM)
+    data["tiers"]["rr"]["bw_efficiency"] = fig(0.25)
+    data["dequant"] = {"pj_per_weight": fig(2), "pj_per_outlier": fig(10), "weights_per_ns": fig(0.1)}
+    plat = parse_platform(data, "hand.yaml")
+    cost = MethodCost("m", {"reram": 3.0, "mram": 0.5}, cell_bits=3, outlier_share=0.05)
+    (r,) = deploy_table(HAND_ARCH, {"m": cost}, [plat], HAND_WL)
+    d = r["decode"]
+    assert d["time_tier_s"]["rr"] == pytest.approx(37.5 / (8e9 * 0.25))  # its own 0.25
+    assert d["time_tier_s"]["dram"] == pytest.approx(136 / 0.5e9)  # still the platform's 0.5
+    # 100 quantized weights and 5 outliers dequantized per token: 100 x 2 + 5 x 10 pJ; 100 / 0.1 ns.
+    assert d["energy_dequant_J"] == pytest.approx(250e-12)
+    assert d["dequant_time_s"] == pytest.approx(1e-6)
+    flops = 2 * (100 + 4 * 10) + 4 * 1 * 2 * 2 * (5 + 1)
+    assert d["compute_time_s"] == pytest.approx(flops / 1e12 + 1e-6)
+    assert d["latency_s"] == pytest.approx(1e-3 + 1e-6)  # compute (with dequant) now exceeds memory
+    (f,) = deploy_table(HAND_ARCH, {"FP16": MethodCost.fp16()}, [plat], HAND_WL)
+    assert f["decode"]["energy_dequant_J"] == 0 and f["decode"]["dequant_time_s"] == 0  # FP16: nothing to unpack
+    assert plat.tier_bandwidth_GBps("rr") == pytest.approx(8.0)  # the same function as the cost model's
+
+
 def test_hand_computed_sum_combine_and_prefill():
     data = copy.deepcopy(HAND_PLATFORM)
     data["latency"]["tier_combine"] = "sum"
@@ -388,7 +411,7 @@ def test_validation_split_and_fit_are_per_platform_and_runtime():
     assert all(r["ours_tokens_per_s"] == pytest.approx(r["tokens_per_s"], rel=1e-3) for r in vllm if r["set"] == "fit")
     m = summarize(s["rows"], "ours_tokens_per_s")
     # The mean abs. % errors published in BENCHMARKS.md ("ours" row), to their one decimal.
-    published = {"fit": 8.7, "held_out_mlc": 15.3, "held_out_vllm": 8.3, "held_out_all": 14.8}
+    published = {"fit": 8.7, "held_out_mlc": 16.1, "held_out_vllm": 8.3, "held_out_all": 15.5}
     assert m == pytest.approx(published, abs=0.051)
     assert m["fit"] < m["held_out_all"] < 25  # the model is useful: held-out error under 25%
 

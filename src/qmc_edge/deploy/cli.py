@@ -237,7 +237,7 @@ def deploy(
     from ..jsonio import check_writable, write_json
     from . import plots as plotmod
     from .placement import describe
-    from .system import Workload, deploy_table, headline_rows, resolve_platforms, sensitivity
+    from .system import Workload, headline, resolve_platforms
 
     with _errors():
         wl = Workload(prompt_len=prompt_len, gen_len=gen_len, batch=batch)
@@ -265,9 +265,8 @@ def deploy(
             from .platform import load_platform
 
             plats = [load_platform(BASELINE[1]), *plats]
-        table = deploy_table(a, costs, plats, wl)
-        rows = headline_rows(a, costs, plats, wl, BASELINE, bands=bands)
-        sens = sensitivity(a, costs, plats, BASELINE, wl) if bands else None
+        head = headline(a, costs, plats, wl, BASELINE, bands=bands)
+        rows, table, sens = head["rows"], head["table"], head["sensitivity"]
         title = (
             f"deployment: {a.name} ({a.total_params / 1e6:,.0f}M params), prompt {prompt_len}, gen {gen_len}, "
             f"batch {batch}; ratios vs {BASELINE[0]} on {BASELINE[1]}"

@@ -151,6 +151,9 @@ class Tier(BaseModel):
     power_gated: bool = False
     active_MB: NonNeg | None = None
     density_Mb_per_mm2: Pos | None = None
+    # Achieved share of the nominal bandwidth for this tier's interface; absent = the platform's
+    # ``latency.bw_efficiency`` (fitted on LPDDR, so array memories should give their own).
+    bw_efficiency: Frac | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Tier:
@@ -163,6 +166,34 @@ class Tier(BaseModel):
         if self.location != "board" and self.density_Mb_per_mm2 is None:
             raise ValueError("on-die and on-package tiers need density_Mb_per_mm2 (for the area)")
         return self
+
+
+def tier_bandwidth(name: str, tier: Tier, get) -> object:
+    """Nominal bandwidth of one tier in bytes/s: the one place it is computed.
+
+    ``get(path, figure)`` returns the value to use for the figure at ``path``
+    (``tiers.reram.read_ns``): the figure's own value, an override, or an array of variants; the
+    arithmetic is the same for floats and numpy arrays."""
+    pre = f"tiers.{name}."
+    if tier.bandwidth_GBps is not None:
+        return get(pre + "bandwidth_GBps", tier.bandwidth_GBps) * 1e9
+    bits = get(pre + "parallel_read_bits", tier.parallel_read_bits)
+    return bits / 8 / get(pre + "read_ns", tier.read_ns) * 1e9
+
+
+class Dequant(BaseModel):
+    """What turning stored codes back into FP16 operands costs, per weight read (none for FP16 weights).
+
+    ``pj_per_weight``: unpacking the code from its cells/bytes and removing the zero point (the scale
+    multiply folds into the dot product, once per group); ``pj_per_outlier``: decoding one CSR outlier
+    index and merging its value into the row; ``weights_per_ns``: dequantization throughput, which
+    runs on the compute side and overlaps memory like the rest of compute (``compute_overlap``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pj_per_weight: NonNeg
+    pj_per_outlier: NonNeg
+    weights_per_ns: Pos
 
 
 class Compute(BaseModel):
@@ -218,6 +249,8 @@ class Platform(BaseModel):
     compute: Compute
     latency: Latency
     placement: Placement
+    # Absent = dequantization is free (the model before 2026-12-01); packaged platforms all give it.
+    dequant: Dequant | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Platform:
@@ -230,14 +263,13 @@ class Platform(BaseModel):
         return self
 
     def tier_bandwidth_GBps(self, name: str, overrides: dict[str, float] | None = None) -> float:
-        """Nominal (or overridden) bandwidth of one tier in GB/s."""
-        t = self.tiers[name]
+        """Nominal (or overridden) bandwidth of one tier in GB/s (see :func:`tier_bandwidth`)."""
         o = overrides or {}
-        if t.bandwidth_GBps is not None:
-            return o.get(f"tiers.{name}.bandwidth_GBps", t.bandwidth_GBps.value)
-        bits = o.get(f"tiers.{name}.parallel_read_bits", t.parallel_read_bits.value)
-        ns = o.get(f"tiers.{name}.read_ns", t.read_ns.value)
-        return bits / 8 / ns  # bytes per ns = GB/s
+        return float(tier_bandwidth(name, self.tiers[name], lambda path, fig: o.get(path, fig.value))) / 1e9
+
+    def tier_efficiency(self, name: str) -> Figure:
+        """The tier's own bandwidth efficiency, or the platform's when the tier gives none."""
+        return self.tiers[name].bw_efficiency or self.latency.bw_efficiency
 
     def figures(self) -> dict[str, Figure]:
         """Every figure by dotted path (``tiers.lpddr5.read_pj_per_bit``, ``compute.pj_per_flop``...)."""

@@ -76,6 +76,7 @@ def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     )
     energy = {t: [r["decode"]["energy_dynamic_tier_J"][t] * 1e3 for r in rows] for t in tiers}
     energy["compute"] = [r["decode"]["energy_compute_J"] * 1e3 for r in rows]
+    energy["dequantization"] = [r["decode"].get("energy_dequant_J", 0.0) * 1e3 for r in rows]
     energy["static (leakage)"] = [r["decode"]["energy_static_J"] * 1e3 for r in rows]
     _stack(axes[1, 0], labels, energy, "decode energy per token", "mJ / token")
     lat = {

@@ -11,10 +11,12 @@ them moves the headline ratios):
 * **Prefill**: weights read once per prompt chunk (one chunk by default), compute 2 x params x tokens
   plus attention, KV written once per prompt position.
 * **Latency** = overhead + combine(per-tier transfer times) (+ or max) compute time. Per-tier time =
-  bytes / (bandwidth x efficiency); ``max`` when tiers are read in parallel over their own interfaces,
-  ``sum`` when serialized (a platform option, ``latency.tier_combine``).
+  bytes / (bandwidth x that tier's efficiency); ``max`` when tiers are read in parallel over their own
+  interfaces, ``sum`` when serialized (a platform option, ``latency.tier_combine``). Compute time
+  includes dequantization (quantized weights read / the platform's ``dequant.weights_per_ns``).
 * **Energy** = sum over tiers of bits x pJ/bit (read and write) + FLOPs x pJ/FLOP (the same for every
-  method: dequantized weights feed the same FP16 datapath) + static power x latency, where static
+  method: dequantized weights feed the same FP16 datapath) + dequantization (pJ per quantized weight
+  read + pJ per outlier gathered, ``dequant`` in the platform file) + static power x latency, where static
   power = leakage per MB x (installed capacity, or only the powered arrays for power-gated
   non-volatile tiers).
 * **Off-chip**: bytes moved to/from tiers off the compute die (``package`` and ``board``) and, stricter,
@@ -37,7 +39,7 @@ import numpy as np
 from ..errors import QMCError
 from .arch import Arch
 from .placement import CLASSES, WEIGHT_CLASSES, check_capacity, placement_matrix, tier_names
-from .platform import Platform, load_platform
+from .platform import Platform, load_platform, tier_bandwidth
 
 FP16 = 16
 C = len(CLASSES)
@@ -80,10 +82,16 @@ class MethodCost:
     quantized_embeddings: bool = False
     cell_bits: int | None = None
     source: str = ""
+    outlier_share: float = 0.0  # outliers per quantized weight (each costs a CSR gather to dequantize)
 
     @property
     def effective_bits(self) -> float:
         return sum(self.bits_per_weight.values())
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the weights are stored as codes that must be dequantized (False for FP16 weights)."""
+        return self.effective_bits < FP16 - 1e-9
 
     @classmethod
     def fp16(cls) -> MethodCost:
@@ -113,6 +121,7 @@ class MethodCost:
             quantized_embeddings=qe,
             cell_bits=report.get("reram_bits_per_cell"),
             source="storage report",
+            outlier_share=float(report.get("outliers") or 0) / q,
         )
 
 
@@ -128,6 +137,8 @@ class Demand:
     area_div: np.ndarray  # bits per physical cell of the class (ReRAM MLC), for the area
     dec_flops: np.ndarray  # per decode step
     pre_flops: np.ndarray
+    dec_dq: np.ndarray  # (..., 2): quantized weights and outliers dequantized per decode step
+    pre_dq: np.ndarray  # the same for the whole prefill
     batch: np.ndarray
     prompt: np.ndarray
 
@@ -147,6 +158,9 @@ def demand(arch: Arch, cost: MethodCost, wl: Workload) -> Demand:
     if cost.quantized_embeddings and not arch.tied:
         read_frac = (n_q - arch.embed_params + arch.hidden) / n_q
     dec_read = stored * read_frac
+    # Dequantization: every quantized weight read is unpacked once per step (shared by the batch).
+    dq_w = n_q * read_frac if cost.quantized else 0.0
+    dec_dq = np.array([dq_w, dq_w * cost.outlier_share])
     if not cost.quantized_embeddings:
         stored[_IDX["embeddings"]] = arch.embed_params * FP16
         stored[_IDX["head"]] = arch.head_params * FP16
@@ -202,6 +216,8 @@ def demand(arch: Arch, cost: MethodCost, wl: Workload) -> Demand:
         area_div,
         np.asarray(float(dec_flops)),
         np.asarray(float(pre_flops)),
+        dec_dq,
+        dec_dq * n_chunks,
         np.asarray(float(wl.batch)),
         np.asarray(float(wl.prompt_len)),
     )
@@ -227,7 +243,10 @@ class PlatformArrays:
     flops_s: np.ndarray  # (...)
     pj_flop: np.ndarray
     overhead_s: np.ndarray
-    bw_eff: np.ndarray
+    bw_eff: np.ndarray  # (..., T): each tier's achieved share of its nominal bandwidth
+    dq_pj_weight: np.ndarray  # (...) dequantization energy per quantized weight read
+    dq_pj_outlier: np.ndarray
+    dq_weights_s: np.ndarray  # dequantization throughput (inf = free: a platform without `dequant`)
     combine_max: np.ndarray  # bool
     overlap: np.ndarray  # bool
 
@@ -249,6 +268,7 @@ def platform_arrays(
         return np.zeros((*n, T))
 
     bw, rd, wr, leak, cap = zeros(), zeros(), zeros(), zeros(), zeros()
+    eff = np.ones((*n, T))  # 1 where the platform lacks the tier (no bytes go there)
     active = np.full((*n, T), np.inf)
     gated = np.zeros(T, bool)
     dens = np.full((*n, T), np.nan)
@@ -257,11 +277,13 @@ def platform_arrays(
     for name, t in platform.tiers.items():
         j = tiers.index(name)
         pre = f"tiers.{name}."
-        if t.bandwidth_GBps is not None:
-            bw[..., j] = val(pre + "bandwidth_GBps", t.bandwidth_GBps) * 1e9
-        else:
-            bits = val(pre + "parallel_read_bits", t.parallel_read_bits)
-            bw[..., j] = bits / 8 / val(pre + "read_ns", t.read_ns) * 1e9
+        bw[..., j] = tier_bandwidth(name, t, val)
+        # A tier's own efficiency, else the platform's (whose path then moves every such tier jointly).
+        eff[..., j] = (
+            val(pre + "bw_efficiency", t.bw_efficiency)
+            if t.bw_efficiency is not None
+            else val("latency.bw_efficiency", platform.latency.bw_efficiency)
+        )
         rd[..., j] = val(pre + "read_pj_per_bit", t.read_pj_per_bit)
         wr[..., j] = val(pre + "write_pj_per_bit", t.write_pj_per_bit)
         leak[..., j] = val(pre + "leakage_mW_per_MB", t.leakage_mW_per_MB) * 1e-3
@@ -273,7 +295,8 @@ def platform_arrays(
             dens[..., j] = val(pre + "density_Mb_per_mm2", t.density_Mb_per_mm2)
         off_die[j] = t.location != "die"
         off_pkg[j] = t.location == "board"
-    c, lat = platform.compute, platform.latency
+    c, lat, dq = platform.compute, platform.latency, platform.dequant
+    zero = np.zeros(n)
     return PlatformArrays(
         tiers=tiers,
         bw_Bps=bw,
@@ -290,7 +313,10 @@ def platform_arrays(
         flops_s=val("compute.fp16_tflops", c.fp16_tflops) * val("compute.efficiency", c.efficiency) * 1e12,
         pj_flop=val("compute.pj_per_flop", c.pj_per_flop),
         overhead_s=val("latency.overhead_ms", lat.overhead_ms) * 1e-3,
-        bw_eff=val("latency.bw_efficiency", lat.bw_efficiency),
+        bw_eff=eff,
+        dq_pj_weight=val("dequant.pj_per_weight", dq.pj_per_weight) if dq else zero,
+        dq_pj_outlier=val("dequant.pj_per_outlier", dq.pj_per_outlier) if dq else zero,
+        dq_weights_s=val("dequant.weights_per_ns", dq.weights_per_ns) * 1e9 if dq else np.full(n, np.inf),
         combine_max=np.broadcast_to(lat.tier_combine == "max", n),
         overlap=np.broadcast_to(lat.compute_overlap, n),
     )
@@ -309,20 +335,23 @@ def static_power(stored_t: np.ndarray, p: PlatformArrays) -> np.ndarray:
     return p.leak_W_per_MB * mb
 
 
-def _phase(read_t, write_t, flops, d_batch, static_W, p: PlatformArrays) -> dict[str, np.ndarray]:
+def _phase(read_t, write_t, flops, dq, d_batch, static_W, p: PlatformArrays) -> dict[str, np.ndarray]:
     bytes_t = (read_t + write_t) / 8
     with np.errstate(divide="ignore", invalid="ignore"):
-        time_t = np.where(bytes_t > 0, bytes_t / (p.bw_Bps * p.bw_eff[..., None]), 0.0)
+        time_t = np.where(bytes_t > 0, bytes_t / (p.bw_Bps * p.bw_eff), 0.0)
     if np.any(np.isinf(time_t)):
         raise QMCError("data is placed in a tier with zero bandwidth; check the platform's placement")
     mem = np.where(p.combine_max, time_t.max(-1), time_t.sum(-1))
-    comp = flops / p.flops_s
+    dq_w, dq_o = dq[..., 0], dq[..., 1]
+    dq_time = dq_w / p.dq_weights_s
+    comp = flops / p.flops_s + dq_time  # dequantization runs on the compute side
     busy = np.where(p.overlap, np.maximum(mem, comp), mem + comp)
     latency = p.overhead_s + busy
     e_dyn_t = (read_t * p.read_pj + write_t * p.write_pj) * 1e-12
     e_comp = flops * p.pj_flop * 1e-12
+    e_dq = (dq_w * p.dq_pj_weight + dq_o * p.dq_pj_outlier) * 1e-12
     e_static = static_W * latency
-    energy = e_dyn_t.sum(-1) + e_comp + e_static
+    energy = e_dyn_t.sum(-1) + e_comp + e_dq + e_static
     return {
         "bytes_read_tier": read_t / 8 / d_batch[..., None],
         "bytes_written_tier": write_t / 8 / d_batch[..., None],
@@ -333,6 +362,8 @@ def _phase(read_t, write_t, flops, d_batch, static_W, p: PlatformArrays) -> dict
         "overhead_s": np.broadcast_to(p.overhead_s, np.shape(latency)),
         "energy_dynamic_tier_J": e_dyn_t / d_batch[..., None],
         "energy_compute_J": e_comp / d_batch,
+        "energy_dequant_J": e_dq / d_batch,
+        "dequant_time_s": np.broadcast_to(dq_time, np.shape(latency)),
         "energy_static_J": e_static / d_batch,
         "energy_J": energy / d_batch,
         "off_die_bytes": (bytes_t * p.off_die).sum(-1) / d_batch,
@@ -352,10 +383,22 @@ def evaluate(d: Demand, p: PlatformArrays) -> dict[str, object]:
     static_t = static_power(stored_t, p)
     static = static_t.sum(-1)
     dec = _phase(
-        _to_tiers(d.dec_read, p.placement), _to_tiers(d.dec_write, p.placement), d.dec_flops, d.batch, static, p
+        _to_tiers(d.dec_read, p.placement),
+        _to_tiers(d.dec_write, p.placement),
+        d.dec_flops,
+        d.dec_dq,
+        d.batch,
+        static,
+        p,
     )
     pre = _phase(
-        _to_tiers(d.pre_read, p.placement), _to_tiers(d.pre_write, p.placement), d.pre_flops, d.batch, static, p
+        _to_tiers(d.pre_read, p.placement),
+        _to_tiers(d.pre_write, p.placement),
+        d.pre_flops,
+        d.pre_dq,
+        d.batch,
+        static,
+        p,
     )
     pre["latency_per_prompt_token_s"] = pre["latency_s"] / d.prompt
     return {
@@ -546,7 +589,22 @@ def headline_rows(
     baseline: tuple[str, str] = ("FP16", "orin_agx"),
     bands: bool = True,
 ) -> list[dict]:
+    """The rows of :func:`headline` (see there)."""
+    return headline(arch, reports, platforms, workload, baseline, bands)["rows"]
+
+
+def headline(
+    arch: Arch | str,
+    reports: dict[str, dict | MethodCost],
+    platforms: Sequence[str | Platform] = ("orin_agx", "qmc_hetero"),
+    workload: Workload | None = None,
+    baseline: tuple[str, str] = ("FP16", "orin_agx"),
+    bands: bool = True,
+) -> dict:
     """The paper-style headline: per (method, platform), ratios vs FP16 on the conventional platform.
+
+    Returns ``rows`` (below), the full ``table`` of :func:`deploy_table` and the ``sensitivity`` (None
+    without ``bands``), each computed once, so callers that show all three need not recompute them.
 
     ``arch``: an :class:`Arch` or a name/config accepted by :func:`~qmc_edge.deploy.arch.resolve_arch`.
     ``reports``: method label -> storage report (``storage_report(...)`` dict, or the ``storage`` of a
@@ -591,7 +649,7 @@ def headline_rows(
             else:
                 row[f"ratio_{metric}"] = (nominal, nominal, nominal)
         rows.append(row)
-    return rows
+    return {"rows": rows, "table": table, "sensitivity": sens, "arch": a, "costs": costs, "platforms": plats}
 
 
 def get_scalar(get, flat_row: dict) -> float:

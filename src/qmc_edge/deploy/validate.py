@@ -71,10 +71,14 @@ def _chart() -> list[Measurement]:
         ("gemma-2-2b", 21.5, 35.0),
         ("phi-3.5-mini", 24.7, 38.1),
         ("smollm2-1.7b", 41, 64.5),
-        ("llama-3-8b", 14, 19.1),  # Llama-3.1-8B: same shapes as Llama-3-8B
+        # Llama-3.1-8B has Llama-3-8B's shapes, and the chart already gives that model on the Orin Nano (15
+        # tok/s): the blog's 14 would be the same design point twice (once fit, once held out), so only its
+        # Orin Nano Super figure is kept.
+        ("llama-3-8b", None, 19.1),
     ]
     for m, nano, sup in blog:
-        out.append(Measurement("orin_nano", m, "mlc", nano, SRC_BLOG))
+        if nano is not None:
+            out.append(Measurement("orin_nano", m, "mlc", nano, SRC_BLOG))
         out.append(Measurement("orin_nano_super", m, "mlc", sup, SRC_BLOG))
     for m, tps in (("llama-3.2-3b", 52.6), ("qwen3-4b", 42.2), ("llama-3-8b", 28.1)):
         out.append(Measurement("agx_orin", m, "vllm", tps, SRC_VLLM))
