@@ -261,7 +261,13 @@ def methods() -> None:
 
 # Commands that live beside their feature (tasks, deployment model, artifacts) register themselves
 # here, so each feature keeps its CLI next to its code. A module that is absent is simply skipped.
-_EXTENSIONS = ("qmc_edge.tasks.cli", "qmc_edge.deploy.cli", "qmc_edge.artifact.cli", "qmc_edge.devices_cli")
+_EXTENSIONS = (
+    "qmc_edge.tasks.cli",
+    "qmc_edge.deploy.cli",
+    "qmc_edge.deploy.claims_cli",
+    "qmc_edge.artifact.cli",
+    "qmc_edge.devices_cli",
+)
 
 
 def _register_extensions() -> None:

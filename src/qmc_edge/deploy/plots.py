@@ -90,3 +90,46 @@ def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def waterfall_plot(ledger: dict, path: str | Path) -> Path:
+    """One claim's ledger (:func:`qmc_edge.deploy.claims.run_ledger`) as a waterfall: the default's ratio,
+    then each step as a bar floating from the ratio before it to the ratio after it (green up, red
+    down), the paper's figure as a band, and the measured perplexity under each quantization step."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise QMCError(f"cannot write plot {path}: folder {path.parent} does not exist")
+    steps = ledger["steps"]
+    import textwrap
+
+    labels = ["0. default"] + [
+        "\n".join(textwrap.wrap(f"{s['step']}. {s['assumption']}", 30, max_lines=3, placeholder=" ...")) for s in steps
+    ]
+    vals = [ledger["default"]["ratio"]] + [s["ratio"] for s in steps]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 5.2))
+    ax.bar(0, vals[0], color="#4c72b0")
+    for i in range(1, len(vals)):
+        lo, hi = sorted((vals[i - 1], vals[i]))
+        ax.bar(i, max(hi - lo, 1e-9), bottom=lo, color="#55a868" if vals[i] >= vals[i - 1] else "#c44e52")
+        ax.plot([i - 1.4, i + 0.4], [vals[i - 1], vals[i - 1]], color="grey", lw=0.6, ls=":")
+    paper = ledger["paper"]
+    ax.axhspan(paper["low"] * 0.995, paper["high"] * 1.005, color="orange", alpha=0.35, label=f"paper {paper['text']}")
+    ppl = {0: ledger["default"]["accuracy"]}
+    for s in steps:
+        if s.get("accuracy") is not None:
+            ppl[s["step"]] = s["accuracy"]
+    top = max(vals + [paper["high"]]) * 1.12
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=7)
+        if i in ppl:
+            a = [x for x in ppl[i] if x.get("ppl") is not None]
+            txt = "ppl " + ", ".join(f"{x['ppl']:.0f}" for x in a) if a else "ppl: not measured"
+            box = {"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1}
+            ax.text(i, top * 0.02, txt, ha="center", va="bottom", fontsize=6, rotation=90, color="#333", bbox=box)
+    ax.set_ylim(0, top)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=6)
+    ax.set_ylabel(f"ratio vs FP16 ({ledger['steps'][-1]['metric'] if steps else ledger['default']['metric']})")
+    ax.set_title(f"{ledger['claim']} on {ledger['arch']}: our ledger against the paper", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
