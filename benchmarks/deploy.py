@@ -38,11 +38,9 @@ from qmc_edge.deploy.system import (  # noqa: E402
     MethodCost,
     Workload,
     demand,
-    deploy_table,
     evaluate,
-    headline_rows,
+    headline,
     platform_arrays,
-    sensitivity,
 )
 from qmc_edge.deploy.validate import fit_and_score, genz_compare, summarize  # noqa: E402
 from qmc_edge.jsonio import write_json  # noqa: E402
@@ -197,9 +195,8 @@ def main() -> None:
     results: dict = {"workload": vars(WORKLOAD), "baseline": list(BASELINE), "platforms": PLATFORMS, "archs": {}}
     for a in [emb_arch, *[known_arch(n) for n in PAPER_ARCHS]]:
         t0 = time.perf_counter()
-        rows = headline_rows(a, costs, PLATFORMS, WORKLOAD, BASELINE)
-        table = deploy_table(a, costs, PLATFORMS, WORKLOAD)
-        sens = sensitivity(a, costs, PLATFORMS, BASELINE, WORKLOAD)
+        head = headline(a, costs, PLATFORMS, WORKLOAD, BASELINE)
+        rows, table, sens = head["rows"], head["table"], head["sensitivity"]
         png = breakdown_plot(table, RESULTS / f"deploy_{a.name}.png", f"{a.name}: decode, prompt 512, gen 128, batch 1")
         results["archs"][a.name] = {
             "arch": a.to_dict(),
@@ -252,8 +249,12 @@ def render(r: dict, costs: dict[str, MethodCost]) -> str:
         "the generated tokens). Ratios are FP16 on `orin_agx` (Jetson AGX Orin-class, every weight in LPDDR5) "
         "divided by the row's figure: nominal, then (min-max) over every corner of the ranged figures of the "
         "platform files (LPDDR5 read/write 4-20 pJ/bit, ReRAM read 0.097-1 pJ/bit and 0.79-5 ns, MRAM read "
-        "0.068-0.7 pJ/bit, SRAM read, compute pJ/FLOP, the heterogeneous system's per-token overhead 0 to the "
-        "Orin fit). Nominal LPDDR5: 8 pJ/bit (Accelergy/CACTI LPDDR4 default; no measured LPDDR5 figure exists). "
+        "0.068-0.7 pJ/bit, SRAM read, compute pJ/FLOP, dequantization 0.2-3.9 pJ per weight and 0.1-4.4 pJ per "
+        "outlier, ReRAM/MRAM bandwidth efficiency 0.7-1, the heterogeneous system's per-token overhead 0-4.32 ms "
+        "around a nominal 1 ms, an assumption for a memory-side sequencer; the Orin GPU runtime's fit is its upper "
+        "end). Dequantization (unpacking codes, the CSR outlier gather) costs energy per weight and runs on the "
+        "compute side, overlapped with memory (`dequant:` in the platform files). "
+        "Nominal LPDDR5: 8 pJ/bit (Accelergy/CACTI LPDDR4 default; no measured LPDDR5 figure exists). "
         "`qmc_hetero`: inlier codes in on-package multi-level ReRAM, outliers/scales/norms in on-die MRAM, "
         "FP16 embeddings/head and KV cache in LPDDR5 (see `src/qmc_edge/platforms/qmc_hetero.yaml`). "
         "Off-die counts ReRAM (another die in the package) and LPDDR; off-package counts LPDDR only.\n"

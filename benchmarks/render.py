@@ -107,7 +107,15 @@ def _speed_section(d: dict) -> str:
 
 
 # Sections that other benchmark scripts write as markdown, in the order they appear.
-_SECTIONS = ["external.md", "deploy.md", "artifact.md", "device_fidelity.md", "outlier_code.md", "reliability.md"]
+_SECTIONS = [
+    "external.md",
+    "deploy.md",
+    "claims.md",
+    "artifact.md",
+    "device_fidelity.md",
+    "outlier_code.md",
+    "reliability.md",
+]
 
 
 def render() -> Path:
