@@ -202,3 +202,9 @@ def test_qmc_claims_bad_input_is_one_line_before_work(tmp_path):
     assert r.exit_code != 0 and "unknown claim 'speed'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["claims", "--results", str(tmp_path / "none.json")])
     assert r.exit_code != 0 and "results path not found" in r.output
+    r = CliRunner().invoke(app, ["claims", "--ledger", str(tmp_path / "none.yaml")])
+    assert r.exit_code != 0 and "ledger file not found" in r.output and "--show-ledger" in r.output
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("claims: {}\nclaims: {}\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["claims", "--ledger", str(dup)])
+    assert r.exit_code != 0 and "duplicate key 'claims'" in r.output

@@ -33,8 +33,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from ..errors import QMCError
 from .arch import Arch
 from .placement import check_capacity
-from .platform import Platform, load_platform, parse_platform
-from .system import MethodCost, Workload, demand, deploy_table
+from .platform import (
+    Platform,
+    _read_user_file,
+    _UniqueKeyLoader,
+    _validation_line,
+    _yaml_problem,
+    load_platform,
+    parse_platform,
+)
+from .system import MethodCost, Workload, demand, deploy_table, get_scalar, ratio_metrics
 
 CLAIMS = ("memory", "off_chip", "energy", "latency")
 METRICS = ("memory", "off_die", "off_package", "energy", "latency")
@@ -130,26 +138,24 @@ class Ledger(BaseModel):
 
 
 def load_ledger(path: str | Path | None = None) -> Ledger:
-    """The shipped ledger, or a user's copy; errors are one line naming the file and the field."""
+    """The shipped ledger, or a user's copy; errors are one line naming the file and the field (read
+    and validated like the platform and device files: duplicate keys refused, size and encoding checked)."""
     if path is None:
         label = "claims.yaml"
         text = (resources.files("qmc_edge.deploy") / "claims.yaml").read_text(encoding="utf-8")
     else:
-        p = Path(path)
         label = str(path)
-        if not p.is_file():
-            raise QMCError(f"ledger file not found: {path}; copy the shipped claims.yaml (qmc claims --show-ledger)")
-        text = p.read_text(encoding="utf-8")
+        text = _read_user_file(Path(path), label, "ledger", "copy the shipped one: qmc claims --show-ledger > my.yaml")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise QMCError(f"ledger {label}: not valid YAML ({' '.join(str(exc).split())[:160]})") from None
+        raise QMCError(f"ledger {label}: not valid YAML ({_yaml_problem(exc)})") from None
+    if not isinstance(data, dict):
+        raise QMCError(f"ledger {label}: the file must be a mapping with a `claims:` key (see the shipped one)")
     try:
         return Ledger.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise QMCError(f"ledger {label}: {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise QMCError(_validation_line(exc, f"ledger {label}")) from None
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -220,15 +226,7 @@ def apply(state: State, step: Step) -> State:
 
 
 def _metric_value(metric: str, row: dict) -> float:
-    if metric == "memory":
-        return row["footprint_weights_bytes"]
-    d = row["decode"]
-    return {
-        "off_die": d["off_die_bytes"],
-        "off_package": d["off_package_bytes"],
-        "energy": d["energy_J"],
-        "latency": d["latency_s"],
-    }[metric]
+    return get_scalar(ratio_metrics()[metric], row)
 
 
 def breakdown(metric: str, row: dict) -> dict[str, float]:

@@ -559,7 +559,7 @@ def sensitivity(
     if bp not in res:
         raise QMCError(f"baseline platform {bp!r} is not among the platforms {list(res)}")
     bi = names.index(baseline[0])
-    metrics = _ratio_metrics()
+    metrics = ratio_metrics()
     out: dict = {}
     for m_i, m in enumerate(names):
         out[m] = {}
@@ -571,7 +571,7 @@ def sensitivity(
     return {"paths": paths, "levels": {k: v for k, v in levels.items()}, "corners": len(grid) - 1, "bands": out}
 
 
-def _ratio_metrics():
+def ratio_metrics():
     return {
         "memory": lambda r: r["footprint_weights_bytes"],
         "off_die": lambda r: r["decode"]["off_die_bytes"],
@@ -581,16 +581,9 @@ def _ratio_metrics():
     }
 
 
-def headline_rows(
-    arch: Arch | str,
-    reports: dict[str, dict | MethodCost],
-    platforms: Sequence[str | Platform] = ("orin_agx", "qmc_hetero"),
-    workload: Workload | None = None,
-    baseline: tuple[str, str] = ("FP16", "orin_agx"),
-    bands: bool = True,
-) -> list[dict]:
-    """The rows of :func:`headline` (see there)."""
-    return headline(arch, reports, platforms, workload, baseline, bands)["rows"]
+def headline_rows(*args, **kwargs) -> list[dict]:
+    """The rows of :func:`headline` (same arguments)."""
+    return headline(*args, **kwargs)["rows"]
 
 
 def headline(
@@ -642,7 +635,7 @@ def headline(
             "area_die_mm2": r["area_die_mm2"],
             "area_package_mm2": r["area_package_mm2"],
         }
-        for metric, get in _ratio_metrics().items():
+        for metric, get in ratio_metrics().items():
             nominal = get_scalar(get, base) / get_scalar(get, r)
             if sens is not None:
                 row[f"ratio_{metric}"] = sens["bands"][r["method"]][r["platform"]][metric]
