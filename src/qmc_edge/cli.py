@@ -265,6 +265,7 @@ _EXTENSIONS = (
     "qmc_edge.tasks.cli",
     "qmc_edge.deploy.cli",
     "qmc_edge.deploy.claims_cli",
+    "qmc_edge.sweep.cli",
     "qmc_edge.artifact.cli",
     "qmc_edge.devices_cli",
 )

@@ -1,0 +1,216 @@
+"""Sweep spec files: models x method configurations x evaluations x platforms, validated like every
+other data file of the project (one line naming the file and the field on any error).
+
+A spec names models, methods (explicit spec texts and/or grids: a method with lists of option values,
+expanded as their product), the evaluation (perplexity windows and context, tasks and their limit,
+seeds) and the deployment platforms. Each (model, method configuration) is one *point*; its seeds run
+inside it, so a quantization is reused across seeds and evaluations.
+
+Example (``qmc sweep --example`` prints it)::
+
+    name: smollm2-3bit
+    models: [embedded]
+    methods: [fp, rtn4]
+    grids:
+      - method: qmc
+        options: {bits: [2, 3], rho: [0.005, 0.01]}
+    eval:
+      perplexity: {context: 1024, windows: 4}
+      tasks: {names: [arc_easy], limit: 100}
+      seeds: 2
+    platforms: [orin_agx, qmc_hetero]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..deploy.platform import _read_user_file, _UniqueKeyLoader, _validation_line, _yaml_problem
+from ..errors import QMCError
+
+EMBEDDED = "embedded"
+
+EXAMPLE = __doc__.split("::\n\n", 1)[1].rstrip() + "\n"
+EXAMPLE = "\n".join(line[4:] for line in EXAMPLE.splitlines()) + "\n"
+
+
+class Grid(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    options: dict[str, list[object]] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[object]]) -> dict[str, list[object]]:
+        for k, vals in v.items():
+            if not vals:
+                raise ValueError(f"option {k!r} has an empty list of values")
+        return v
+
+
+class Perplexity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context: int = Field(2048, ge=8)
+    windows: int | None = Field(None, ge=1, description="windows of context tokens; none = the whole text")
+
+
+class Tasks(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    names: list[str] = Field(min_length=1)
+    limit: int | None = Field(None, ge=1)
+
+
+class Eval(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    perplexity: Perplexity | None = Perplexity()
+    tasks: Tasks | None = None
+    seeds: int | list[int] = 3
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 (or a list of seeds)")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v) or any(s < 0 for s in v)):
+            raise ValueError("a list of seeds must be non-empty, distinct and >= 0")
+        return v
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seeds)) if isinstance(self.seeds, int) else tuple(self.seeds)
+
+    @model_validator(mode="after")
+    def _something(self) -> Eval:
+        if self.perplexity is None and self.tasks is None:
+            raise ValueError("evaluates nothing; give perplexity and/or tasks")
+        return self
+
+
+class WorkloadSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_len: int = Field(512, ge=1)
+    gen_len: int = Field(128, ge=1)
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=list)
+    grids: list[Grid] = Field(default_factory=list)
+    eval: Eval = Eval()
+    platforms: list[str] = Field(default_factory=lambda: ["orin_agx", "qmc_hetero"])
+    workload: WorkloadSpec = WorkloadSpec()
+
+    @model_validator(mode="after")
+    def _has_methods(self) -> SweepSpec:
+        if not self.methods and not self.grids:
+            raise ValueError("names no method; give methods: [...] and/or grids: [...]")
+        return self
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (model, method configuration): the unit of work and of resumption."""
+
+    model: str
+    method_text: str
+    spec: object  # MethodSpec
+    key: str
+
+
+def load_sweep_spec(path: str | Path) -> SweepSpec:
+    shown = str(path)
+    text = _read_user_file(Path(path), shown, "sweep spec", "write one like `qmc sweep --example`")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise QMCError(f"sweep spec {shown}: not valid YAML ({_yaml_problem(exc)})") from None
+    if not isinstance(data, dict):
+        raise QMCError(f"sweep spec {shown}: must be a mapping (name:, models:, methods:, ...); see --example")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise QMCError(_validation_line(exc, f"sweep spec {shown}")) from None
+
+
+def _option_text(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "none" if v is None else str(v)
+
+
+def method_texts(spec: SweepSpec) -> list[str]:
+    """Every method configuration, explicit ones first, then each grid's product, without repeats."""
+    out = list(spec.methods)
+    for g in spec.grids:
+        base, sep, fixed = g.method.partition(":")
+        keys = list(g.options)
+        for combo in itertools.product(*(g.options[k] for k in keys)):
+            opts = [fixed] if sep and fixed else []
+            opts += [f"{k}={_option_text(v)}" for k, v in zip(keys, combo, strict=True)]
+            out.append(base + (":" + ",".join(opts) if opts else ""))
+    return list(dict.fromkeys(out))
+
+
+def model_identity(model: str) -> dict:
+    """What identifies a model's weights for the key: the resolved file or folder with its size and
+    modification time (a re-downloaded or edited model is a new model), or a hub id as written."""
+    from ..model_io import embedded_gguf
+
+    p = embedded_gguf() if model == EMBEDDED else Path(model).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return {"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in (".json", ".safetensors", ".bin", ".gguf"))
+        return {"path": str(p.resolve()), "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
+    return {"hub_id": model}
+
+
+def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
+    """Hash of everything that changes a point's result: the model's identity, every method option, the
+    evaluation settings and seeds, the platforms and workload, and the qmc-edge version."""
+    from .. import __version__
+
+    payload = {
+        "model": model_id,
+        "method": method_dump,
+        "eval": spec.eval.model_dump(),
+        "seeds": list(spec.eval.seed_list),
+        "platforms": spec.platforms,
+        "workload": spec.workload.model_dump(),
+        "qmc_edge": __version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """All points, ordered by model (each model loads once); bad method texts fail before any work."""
+    from ..methods import parse_method
+
+    parsed = []
+    for t in method_texts(spec):
+        try:
+            parsed.append((t, parse_method(t)))
+        except ValueError as exc:
+            raise QMCError(f"sweep {spec.name}: method {t!r}: {exc}") from None
+    points = []
+    for m in spec.models:
+        mid = model_identity(m)
+        for t, ms in parsed:
+            points.append(Point(m, t, ms, point_key(mid, ms.model_dump(), spec)))
+    return points

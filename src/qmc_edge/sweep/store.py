@@ -1,0 +1,147 @@
+"""The results store: one Parquet file per completed point, one JSON file per failed point.
+
+Layout of a store folder::
+
+    points/<key>.parquet     one row per (point, seed): the schema below
+    failures/<key>.json      {key, model, method, error (one line), traceback, date}
+    sweep.yaml               the last spec run into this store (for the report)
+
+A point's file is written to a temporary name and renamed when complete, so a sweep killed at any
+moment leaves whole points or nothing; a point whose file exists is done and is skipped by the next
+run (its key is a hash of everything that changes its result, :func:`~qmc_edge.sweep.spec.point_key`).
+Only the driver writes. Any Parquet reader queries it, e.g. DuckDB
+``SELECT method, avg(ppl) FROM 'STORE/points/*.parquet' GROUP BY method`` or
+``pandas.read_parquet('STORE/points')``.
+
+Why Parquet files per point and not one database: a file per point is atomic with a rename on every
+file system, needs no lock, and merges stores by copying folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import QMCError
+
+#: The columns of every row, with their meaning (README and `qmc report` refer to this).
+SCHEMA: dict[str, str] = {
+    "key": "hash of everything that changes the point's result (model, method options, eval, platforms)",
+    "sweep": "the spec's name",
+    "model": "the model as the spec names it (embedded, a path or a hub id)",
+    "model_source": "what was loaded (and the note that the reference was quantized upstream, for GGUF)",
+    "method": "the method configuration's label (every non-default option in it)",
+    "method_text": "the method text as the spec wrote it (or a grid produced it)",
+    "family": "the method's registry name (qmc, rtn, emem, gptq, ...)",
+    "spec_json": "every option of the method configuration, JSON",
+    "noisy": "whether reads are random (ReRAM noise or MRAM faults): seeds are chips",
+    "ideal_memory": "the codes are read without device error",
+    "seed": "the device-noise seed (chip) of this row; null for deterministic methods",
+    "ppl": "WikiText-2 perplexity of this seed (null without a perplexity evaluation)",
+    "tokens_scored": "tokens scored for ppl",
+    "windows": "perplexity windows evaluated",
+    "context": "tokens per window",
+    "tasks_json": "per-task accuracy of this seed (acc, acc_norm where the task has it), JSON",
+    "bits_per_weight": "bits per quantized weight, all metadata included",
+    "whole_model_bits": "bits per parameter over the whole model (unquantized tensors at FP16)",
+    "weights_MB": "whole-model weight storage, MB",
+    "storage_json": "the storage report, JSON",
+    "deploy_json": "per platform: energy mJ/token, latency ms/token, off-die MB/token (decode), JSON",
+    "quantize_seconds": "wall time of the quantization (once per point)",
+    "eval_seconds": "wall time of the point's evaluations, all seeds",
+    "versions_json": "qmc-edge, torch, transformers and Python versions, JSON",
+    "date": "UTC time the point completed",
+}
+
+
+def _pa():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise QMCError("the results store needs pyarrow; pip install pyarrow") from None
+    return pa, pq
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise QMCError(f"store {root} is a file; give a folder (it is created if missing)")
+        self.points = self.root / "points"
+        self.failures = self.root / "failures"
+
+    def create(self) -> Store:
+        try:
+            self.points.mkdir(parents=True, exist_ok=True)
+            self.failures.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QMCError(f"store {self.root}: cannot create it ({exc.strerror or exc})") from None
+        return self
+
+    def done(self) -> set[str]:
+        return {p.stem for p in self.points.glob("*.parquet")} if self.points.is_dir() else set()
+
+    def failed(self) -> dict[str, dict]:
+        out = {}
+        if self.failures.is_dir():
+            for p in self.failures.glob("*.json"):
+                try:
+                    out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    continue
+        return out
+
+    def _atomic(self, path: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_point(self, key: str, rows: list[dict]) -> Path:
+        pa, pq = _pa()
+        unknown = {k for r in rows for k in r} - set(SCHEMA)
+        if unknown:
+            raise ValueError(f"row columns not in the store schema: {sorted(unknown)}")
+        table = pa.Table.from_pylist([{k: r.get(k) for k in SCHEMA} for r in rows], schema=arrow_schema())
+        path = self.points / f"{key}.parquet"
+        self._atomic(path, lambda tmp: pq.write_table(table, tmp))
+        (self.failures / f"{key}.json").unlink(missing_ok=True)  # it failed before and now succeeded
+        return path
+
+    def write_failure(self, key: str, info: dict) -> None:
+        path = self.failures / f"{key}.json"
+        self._atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
+
+    def read(self):
+        """All rows as a pyarrow Table (empty, with the schema, when nothing is done)."""
+        pa, pq = _pa()
+        files = sorted(self.points.glob("*.parquet")) if self.points.is_dir() else []
+        if not files:
+            return arrow_schema().empty_table()
+        return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def arrow_schema():
+    pa, _ = _pa()
+    types = {
+        "noisy": pa.bool_(),
+        "ideal_memory": pa.bool_(),
+        "seed": pa.int64(),
+        "ppl": pa.float64(),
+        "tokens_scored": pa.int64(),
+        "windows": pa.int64(),
+        "context": pa.int64(),
+        "bits_per_weight": pa.float64(),
+        "whole_model_bits": pa.float64(),
+        "weights_MB": pa.float64(),
+        "quantize_seconds": pa.float64(),
+        "eval_seconds": pa.float64(),
+    }
+    return pa.schema([(k, types.get(k, pa.string())) for k in SCHEMA])
