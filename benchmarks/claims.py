@@ -149,7 +149,7 @@ def carriers(x: dict) -> str:
         f = s["ratio"] / prev if prev else float("nan")
         prev = s["ratio"]
         if abs(f - 1) > 0.02:
-            tag = "" if s["kind"] == "sourced" else " [assumption]"
+            tag = "" if s["kind"] == "sourced" else f" [{s['kind']}]"
             parts.append(f"{s['assumption'].split(',')[0]} (x{f:.2f}){tag}")
     return "; ".join(parts) or "none needed"
 

@@ -175,6 +175,10 @@ def test_accuracy_is_read_for_the_matching_spec_and_architecture_only(tmp_path):
     f2 = _results_file(tmp_path, "/x/SmolLM2-135M.gguf", [old])
     assert find_accuracy(parse_method("qmc3"), "smollm2-135m", [f2])[0]["ppl"] == 61.0
     assert find_accuracy(parse_method("qmc3:outlier_code=offset"), "smollm2-135m", [f2]) == []
+    # An aged chip is not the fresh configuration (None is a value: fresh cells).
+    f3 = _results_file(tmp_path, "/x/SmolLM2-135M.gguf", [_row("qmc3:age=10y", 9e6)])
+    assert find_accuracy(parse_method("qmc3"), "smollm2-135m", [f3]) == []
+    assert find_accuracy(parse_method("qmc3:age=10y"), "smollm2-135m", [f3])[0]["ppl"] == 9e6
 
 
 def test_qmc_claims_prints_not_measured_for_an_architecture_without_measurements(tiny_model_dir, tmp_path):

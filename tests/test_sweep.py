@@ -32,6 +32,9 @@ def _spec(model: str, **over) -> SweepSpec:
 def test_grids_expand_as_products_and_keys_change_with_what_changes_results(tiny_model_dir):
     s = _spec(str(tiny_model_dir))
     assert method_texts(s) == ["fp", "rtn4", "qmc:bits=3,rho=0.01", "qmc:bits=3,rho=0.02"]
+    aged = _spec(str(tiny_model_dir), methods=["qmc3"], grids=[{"method": "qmc", "options": {"age": [None, "1d"]}}])
+    assert method_texts(aged) == ["qmc3", "qmc", "qmc:age=1d"]  # null = the default, left out
+    assert len(expand(aged)) == 2  # qmc3 and qmc are one configuration: one point
     pts = expand(s)
     assert len({p.key for p in pts}) == 4
     assert [p.key for p in expand(s)] == [p.key for p in pts]  # stable

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from ..errors import QMCError
 from .arch import Arch
-from .placement import check_capacity
+from .placement import CLASSES, WEIGHT_CLASSES, check_capacity
 from .platform import (
     Platform,
     _read_user_file,
@@ -98,6 +98,15 @@ class Step(BaseModel):
             raise ValueError(f"unknown metric {v!r}; use one of {', '.join(METRICS)}")
         return v
 
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        allowed = set(Workload.__dataclass_fields__)
+        bad = sorted(set(v or {}) - allowed)
+        if bad:
+            raise ValueError(f"unknown workload field {bad[0]!r}; use {', '.join(sorted(allowed))}")
+        return v
+
     @model_validator(mode="after")
     def _some_change(self) -> Step:
         if not any((self.method, self.set, self.placement, self.workload, self.metric)):
@@ -114,6 +123,14 @@ class Step(BaseModel):
     @property
     def is_assumption(self) -> bool:
         return "assumption" in self.source.lower()
+
+    @property
+    def kind(self) -> str:
+        """``assumption`` (said so, or nothing cited), ``estimate`` (an est. figure) or ``sourced``."""
+        s = self.source.lower()
+        if self.is_assumption or not self.cited:
+            return "assumption"
+        return "estimate" if "est." in s else "sourced"
 
 
 class Claim(BaseModel):
@@ -233,7 +250,12 @@ def breakdown(metric: str, row: dict) -> dict[str, float]:
     """What the method's figure is made of (shares sum to 1), to say why a claim is not reached."""
     d = row["decode"]
     if metric == "memory":
-        parts = {f"{t} weights": v for t, v in row["footprint_tier_bytes"].items() if v}
+        parts = {}
+        for c in WEIGHT_CLASSES:
+            v = row["_stored"].get(c, 0.0) / 8
+            if v:
+                key = f"{c} in {row['_placement'][c]}"
+                parts[key] = parts.get(key, 0.0) + v
     elif metric in ("off_die", "off_package"):
         parts = {t: d["bytes_read_tier"][t] + d["bytes_written_tier"][t] for t in d["bytes_read_tier"]}
         parts = {t: v for t, v in parts.items() if v}
@@ -266,19 +288,22 @@ def arch_of_model(model_path: str) -> str | None:
     return next((a for key, a in MODEL_ARCH if key in low), None)
 
 
+#: Options recorded by old results files for every method although only calibrated rounding reads them.
+_UNUSED_WHEN_NONE = frozenset({"calib_samples", "calib_len"})
+
+
 def _spec_matches(row_spec: dict, spec) -> bool:
     """A results row measured ``spec``: same method, and every option equal, where an option the row
-    does not record (written before it existed) must be at its default now."""
+    does not record (written before it existed) must be at its default now. ``None`` is a value like
+    any other (``age: None`` is fresh cells, not "any age")."""
     if not isinstance(row_spec, dict) or row_spec.get("method") != spec.method:
         return False
     fields = type(spec).model_fields
     for k, v in spec.model_dump().items():
-        if k in ("method", "label") or v is None:
+        if k in ("method", "label") or (v is None and k in _UNUSED_WHEN_NONE):
             continue
-        if k in row_spec:
-            if row_spec[k] != v:
-                return False
-        elif v != spec.implied.get(k, fields[k].default):
+        default = spec.implied.get(k, fields[k].default)
+        if row_spec.get(k, default) != v:
             return False
     return True
 
@@ -342,7 +367,7 @@ def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:
                 "context": ev.get("context") or d.get("context"),
                 "tokens_scored": tokens,
                 "file": f.name,
-                "note": UPSTREAM_NOTE,
+                "note": UPSTREAM_NOTE if str(d["model"]).endswith(".gguf") else "",
             }
     out = []
     for model in sorted(set(best) | set(tasks)):
@@ -382,7 +407,10 @@ def _evaluate(arch: Arch, state: State, cost_of: StorageFn, wl: Workload) -> tup
             r["_fits"] = str(exc).split("; raise")[0]
             break
     r["_crossing"] = _crossing(qmc, state.metric)
-    ratio = _metric_value(state.metric, b) / _metric_value(state.metric, r)
+    den = _metric_value(state.metric, r)
+    ratio = _metric_value(state.metric, b) / den if den > 0 else math.inf
+    r["_stored"] = dict(zip(CLASSES, demand(arch, cost, w_qmc).stored, strict=True))
+    r["_placement"] = dict(state.qmc["placement"])
     return ratio, r, b
 
 
@@ -423,7 +451,7 @@ def run_ledger(
         "accuracy": accuracy(method),
     }
     steps = []
-    hit = 0 if reached(ratio, claim.paper) else None
+    hit = 0 if reached(ratio, claim.paper) and row["_fits"] is None else None
     for i, st in enumerate(claim.steps, 1):
         prev_method = state.method.name
         state = apply(state, st)
@@ -432,7 +460,7 @@ def run_ledger(
             "step": i,
             "assumption": st.assumption,
             "source": st.source,
-            "kind": "assumption" if st.is_assumption else "sourced",
+            "kind": st.kind,
             "change": {k: v for k, v in st.model_dump().items() if k not in ("assumption", "source") and v},
             "metric": state.metric,
             "configuration": _describe(state, cost_of(state.method)),
@@ -443,7 +471,7 @@ def run_ledger(
         if entry["quantization_changed"]:
             entry["accuracy"] = accuracy(state.method)
         steps.append(entry)
-        if hit is None and reached(ratio, claim.paper):
+        if hit is None and reached(ratio, claim.paper) and row["_fits"] is None:  # a design that fits
             hit = i
     final = steps[-1]["ratio"] if steps else default["ratio"]
     why = None
@@ -475,7 +503,7 @@ def run_ledger(
     }
 
 
-def storage_cost_fn(model, arch: Arch, progress=None) -> StorageFn:
+def storage_cost_fn(model, arch: Arch, progress=None, tokenizer=None) -> StorageFn:
     """Method cost per spec, by quantizing ``model`` (storage only: 2-point clip search, nearest
     rounding, ideal memory), cached per configuration."""
     from ..methods.registry import build
@@ -491,7 +519,10 @@ def storage_cost_fn(model, arch: Arch, progress=None) -> StorageFn:
             cache[key] = MethodCost.fp16()
             return cache[key]
         fields = {k: v for k, v in spec.model_dump().items() if k not in ("method", "label") and v is not None}
-        for k, v in (("n_clip", 2), ("rounding", "nearest"), ("ideal_memory", True), ("noise_aware", False)):
+        light_opts = [("n_clip", 2), ("rounding", "nearest"), ("noise_aware", False)]
+        if spec.uses_reram:
+            light_opts.append(("ideal_memory", True))
+        for k, v in light_opts:
             if k in type(spec).model_fields:
                 fields[k] = v
         for k in ("calib_samples", "calib_len", "target_age", "read_share", "age"):
@@ -500,7 +531,9 @@ def storage_cost_fn(model, arch: Arch, progress=None) -> StorageFn:
             light = build(spec.method, fields)
         except ValueError:
             light = spec
-        qm = quantize_model(model, light, progress and (lambda i, n: progress(f"storage of {key}", i, n)))
+        qm = quantize_model(
+            model, light, progress and (lambda i, n: progress(f"storage of {key}", i, n)), tokenizer=tokenizer
+        )
         rep = storage_report(model, light, qm)
         c = MethodCost.from_report(key, rep, None)
         cache[key] = MethodCost(

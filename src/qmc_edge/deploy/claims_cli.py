@@ -56,7 +56,10 @@ def ledger_table(led: dict):
     d = led["default"]
     t.add_row("0", "our default", "qmc-edge defaults", cfg(d), fmt_ratio(d["ratio"]), _acc_text(d["accuracy"]))
     for s in led["steps"]:
-        src = s["source"] if s["kind"] == "sourced" else f"[yellow]{s['source']}[/yellow]"
+        src = s["source"]
+        if s["kind"] != "sourced":
+            shown = src if src.lower().startswith(("assumption", "est")) else f"{s['kind']}: {src}"
+            src = f"[yellow]{shown}[/yellow]"
         t.add_row(str(s["step"]), s["assumption"], src, cfg(s), fmt_ratio(s["ratio"]), _acc_text(s.get("accuracy")))
     return t
 
@@ -127,7 +130,7 @@ def claims(
         lm = _load(storage_model)
         ledgers = []
         with progress_bars() as prog:
-            cost_of = storage_cost_fn(lm.model, a, prog)
+            cost_of = storage_cost_fn(lm.model, a, prog, lm.tokenizer)
             for c in names:
                 ledgers.append(run_ledger(a, c, led.claims[c], spec, qmc_p, base_p, cost_of, files, wl))
         for x in ledgers:

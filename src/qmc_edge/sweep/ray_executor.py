@@ -20,6 +20,10 @@ _CONTEXTS: dict[tuple[str, str], object] = {}
 MAX_RETRIES = 2
 
 
+class _Failed(Exception):
+    pass
+
+
 def check_ray() -> None:
     try:
         import ray  # noqa: F401
@@ -81,12 +85,18 @@ def run_ray(
                 _, rows, failure = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - the worker died past its retries
                 rows, failure = None, failure_record(p, exc)
-            if rows is not None:
+            try:
+                if rows is None:
+                    raise _Failed
                 store.write_point(p.key, rows)
                 summary.done += 1
-            else:
+            except _Failed:
                 store.write_failure(p.key, failure)
                 summary.failed.append(failure)
+            except Exception as exc:  # noqa: BLE001 - a store error for one point must not drop the others
+                rec = failure_record(p, exc)
+                store.write_failure(p.key, rec)
+                summary.failed.append(rec)
             report(summary.done, len(summary.failed), summary.skipped, summary.total, p.spec.name)
         summary.seconds = time.perf_counter() - t0
         return summary

@@ -18,8 +18,9 @@ from ..errors import QMCError
 from .store import SCHEMA, Store
 
 
-def aggregate(store: Store) -> list[dict]:
-    rows = store.read().to_pylist()
+def aggregate(store: Store, keys: set[str] | None = None) -> list[dict]:
+    """Points (seeds aggregated), only those of ``keys`` when given."""
+    rows = [r for r in store.read().to_pylist() if keys is None or r["key"] in keys]
     points: dict[str, dict] = {}
     for r in rows:
         p = points.setdefault(r["key"], {**r, "ppls": [], "tasks": []})
@@ -54,9 +55,9 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return best
 
 
-def _line_key(p: dict) -> str:
+def _line_key(p: dict, models: int = 1) -> str:
     kind = "ideal" if p["ideal_memory"] or not p["noisy"] else "noisy"
-    return f"{p['family']} ({kind})"
+    return f"{p['family']} ({kind})" + (f", {Path(p['model']).name}" if models > 1 else "")
 
 
 def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
@@ -64,8 +65,12 @@ def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     platforms = sorted({k for p in points for k in p["deploy"]})
+    # A design that overflows a tier of a platform is no point on that platform's frontier.
+    for p in points:
+        p["deploy"] = {k: v for k, v in p["deploy"].items() if v.get("fits", True)}
     markers = dict(zip(platforms, "os^Dv<>", strict=False))
-    lines = sorted({_line_key(p) for p in points})
+    n_models = len({p["model"] for p in points})
+    lines = sorted({_line_key(p, n_models) for p in points})
     colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(lines)}
     panels = [
         ("whole-model bits per parameter", lambda p, _: p["whole_model_bits"], [None]),
@@ -78,7 +83,7 @@ def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
                 pts = [
                     (getx(p, pl), p["ppl_mean"])
                     for p in points
-                    if _line_key(p) == line and p["ppl_mean"] is not None and getx(p, pl) is not None
+                    if _line_key(p, n_models) == line and p["ppl_mean"] is not None and getx(p, pl) is not None
                 ]
                 if not pts:
                     continue
@@ -116,6 +121,18 @@ def table_rows(points: list[dict]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _current_keys(spec_file: Path) -> set[str] | None:
+    """The keys of the spec last run into the store (None when it cannot be read: then show all)."""
+    if not spec_file.is_file():
+        return None
+    from .spec import expand, load_sweep_spec
+
+    try:
+        return {p.key for p in expand(load_sweep_spec(spec_file))}
+    except QMCError:
+        return None
+
+
 def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """frontier PNG + report.md + report.html (the PNG embedded) in ``out_dir`` (default: the store)."""
     store = Store(store_dir)
@@ -123,15 +140,20 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
         raise QMCError(f"{store_dir} is not a results store (no points/ folder); run `qmc sweep SPEC --store DIR`")
     out = Path(out_dir or store_dir)
     out.mkdir(parents=True, exist_ok=True)
-    points = aggregate(store)
-    failed = store.failed()
     spec_file = store.root / "sweep.yaml"
     spec_text = spec_file.read_text(encoding="utf-8") if spec_file.is_file() else "(no spec recorded)"
+    keys = _current_keys(spec_file)
+    points = aggregate(store, keys)
+    failed = {k: v for k, v in store.failed().items() if keys is None or k in keys}
+    stale = 0 if keys is None else len(store.done() - keys)
     name = points[0]["sweep"] if points else store.root.name
     png = frontier_plot(points, out / "frontier.png", f"sweep {name}: Pareto frontiers") if points else None
     head, body = table_rows(points)
     versions = points[0]["versions_json"] if points else "{}"
-    md = [f"# Sweep {name}", "", f"{len(points)} points done, {len(failed)} failed. Store: `{store.root}`.", ""]
+    md = [f"# Sweep {name}", "", f"{len(points)} points done, {len(failed)} failed. Store: `{store.root}`."]
+    if stale:
+        md.append(f"{stale} other points in the store (another spec, settings or qmc-edge version) are not shown.")
+    md.append("")
     if png:
         md += [f"![frontier]({png.name})", ""]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

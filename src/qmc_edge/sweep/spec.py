@@ -161,7 +161,8 @@ def method_texts(spec: SweepSpec) -> list[str]:
         keys = list(g.options)
         for combo in itertools.product(*(g.options[k] for k in keys)):
             opts = [fixed] if sep and fixed else []
-            opts += [f"{k}={_option_text(v)}" for k, v in zip(keys, combo, strict=True)]
+            # A null value is the option's default (left out: method texts have no null).
+            opts += [f"{k}={_option_text(v)}" for k, v in zip(keys, combo, strict=True) if v is not None]
             out.append(base + (":" + ",".join(opts) if opts else ""))
     return list(dict.fromkeys(out))
 
@@ -208,9 +209,10 @@ def expand(spec: SweepSpec) -> list[Point]:
             parsed.append((t, parse_method(t)))
         except ValueError as exc:
             raise QMCError(f"sweep {spec.name}: method {t!r}: {exc}") from None
-    points = []
+    points: dict[str, Point] = {}
     for m in spec.models:
         mid = model_identity(m)
         for t, ms in parsed:
-            points.append(Point(m, t, ms, point_key(mid, ms.model_dump(), spec)))
-    return points
+            key = point_key(mid, ms.model_dump(), spec)
+            points.setdefault(key, Point(m, t, ms, key))  # two texts for one configuration: one point
+    return list(points.values())

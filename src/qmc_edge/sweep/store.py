@@ -48,7 +48,7 @@ SCHEMA: dict[str, str] = {
     "whole_model_bits": "bits per parameter over the whole model (unquantized tensors at FP16)",
     "weights_MB": "whole-model weight storage, MB",
     "storage_json": "the storage report, JSON",
-    "deploy_json": "per platform: energy mJ/token, latency ms/token, off-die MB/token (decode), JSON",
+    "deploy_json": "per platform: energy mJ/token, latency ms/token, off-die MB/token (decode), fits, JSON",
     "quantize_seconds": "wall time of the quantization (once per point)",
     "eval_seconds": "wall time of the point's evaluations, all seeds",
     "versions_json": "qmc-edge, torch, transformers and Python versions, JSON",
@@ -99,6 +99,8 @@ class Store:
         os.close(fd)
         try:
             write(tmp)
+            with open(tmp, "rb") as fh:  # on disk before it is visible under its final name
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -123,9 +125,15 @@ class Store:
         """All rows as a pyarrow Table (empty, with the schema, when nothing is done)."""
         pa, pq = _pa()
         files = sorted(self.points.glob("*.parquet")) if self.points.is_dir() else []
-        if not files:
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f))
+            except (OSError, pa.ArrowException):  # a damaged file: skipped here, recomputed after deletion
+                continue
+        if not tables:
             return arrow_schema().empty_table()
-        return pa.concat_tables([pq.read_table(f) for f in files])
+        return pa.concat_tables(tables, promote_options="default")
 
 
 def arrow_schema():
