@@ -169,18 +169,29 @@ def render(d: dict) -> str:
         "here.",
         "",
         "| model | claim | paper | ours, default | ours, every step | reached at | the steps that carry it "
-        "| accuracy at the final configuration |",
-        "|---|---|---|---|---|---|---|---|",
+        "| accuracy where reached | accuracy at the final configuration |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def quant_at(x: dict, upto: int | None) -> tuple[str, list | None]:
+        """The configuration (and its accuracy) in force after step ``upto`` (None = the last step)."""
+        steps = x["steps"] if upto is None else x["steps"][:upto]
+        q = next((s for s in reversed(steps) if s.get("quantization_changed")), None)
+        src = q or x["default"]
+        return src["configuration"].split(" (")[0], src.get("accuracy")
+
     for x in d["claims"]:
-        last_q = next((s for s in reversed(x["steps"]) if s.get("quantization_changed")), None)
-        acc = last_q["accuracy"] if last_q else x["default"]["accuracy"]
-        cfg = (last_q or x["default"])["configuration"].split(" on ")[0]
+        cfg, acc = quant_at(x, None)
+        if x["reached"]:
+            rcfg, racc = quant_at(x, x["reached_at_step"])
+            at = f"{rcfg}: {_acc(racc)}"
+        else:
+            at = "-"
         reached = f"step {x['reached_at_step']}" if x["reached"] else "not reached"
         fit = "" if not x["steps"] or not x["steps"][-1].get("does_not_fit") else " (does not fit)"
         lines.append(
             f"| {x['arch']} | {x['claim']} | {x['paper']['text']} | {x['default']['ratio']:.2f}x | "
-            f"{x['final_ratio']:.2f}x{fit} | {reached} | {carriers(x)} | {cfg}: {_acc(acc)} |"
+            f"{x['final_ratio']:.2f}x{fit} | {reached} | {carriers(x)} | {at} | {cfg}: {_acc(acc)} |"
         )
     why = [x for x in d["claims"] if x["why_not"]]
     if why:
@@ -223,7 +234,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ledgers-only", action="store_true")
     ap.add_argument("--no-embedded", action="store_true", help="do not measure the embedded model")
+    ap.add_argument("--render-only", action="store_true", help="rewrite claims.md from claims.json")
     args = ap.parse_args()
+    if args.render_only:
+        d = json.loads((RESULTS / "claims.json").read_text(encoding="utf-8"))
+        (HERE / "claims.md").write_text(render(d), encoding="utf-8")
+        return
     if not args.ledgers_only:
         if not args.no_embedded:
             measure(None, args)
