@@ -193,6 +193,11 @@ def render(d: dict) -> str:
             f"| {x['arch']} | {x['claim']} | {x['paper']['text']} | {x['default']['ratio']:.2f}x | "
             f"{x['final_ratio']:.2f}x{fit} | {reached} | {carriers(x)} | {at} | {cfg}: {_acc(acc)} |"
         )
+    seen = {}
+    for x in d["claims"]:
+        seen.setdefault(x["arch"], x["default"])
+    lines += ["", "Accuracy of the default configuration (the ledgers' step 0):", ""]
+    lines += [f"- {a}: {dft['configuration'].split(' (')[0]}: {_acc(dft['accuracy'])}" for a, dft in seen.items()]
     why = [x for x in d["claims"] if x["why_not"]]
     if why:
         lines += ["", "Not reached, and why:", ""]
