@@ -134,7 +134,8 @@ def _acc(acc: list[dict] | None) -> str:
     if not m:
         return "not measured"
     return "; ".join(
-        f"{a['model'].split('.')[0]} {a['ppl']:.1f} (FP {a['fp_ppl']:.1f}, {a['windows']}x{a['context']})" for a in m
+        f"{a['model'].removesuffix('.gguf')} {a['ppl']:.1f} (FP {a['fp_ppl']:.1f}, {a['windows']}x{a['context']})"
+        for a in m
     )
 
 
