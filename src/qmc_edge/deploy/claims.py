@@ -27,21 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from ..errors import QMCError
 from .arch import Arch
 from .placement import CLASSES, WEIGHT_CLASSES, check_capacity
-from .platform import (
-    Platform,
-    _read_user_file,
-    _UniqueKeyLoader,
-    _validation_line,
-    _yaml_problem,
-    load_platform,
-    parse_platform,
-)
+from .platform import Platform, _read_user_file, load_platform, parse_platform, parse_yaml_model
 from .system import MethodCost, Workload, demand, deploy_table, get_scalar, ratio_metrics
 
 CLAIMS = ("memory", "off_chip", "energy", "latency")
@@ -163,16 +154,8 @@ def load_ledger(path: str | Path | None = None) -> Ledger:
     else:
         label = str(path)
         text = _read_user_file(Path(path), label, "ledger", "copy the shipped one: qmc claims --show-ledger > my.yaml")
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise QMCError(f"ledger {label}: not valid YAML ({_yaml_problem(exc)})") from None
-    if not isinstance(data, dict):
-        raise QMCError(f"ledger {label}: the file must be a mapping with a `claims:` key (see the shipped one)")
-    try:
-        return Ledger.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(_validation_line(exc, f"ledger {label}")) from None
+    hint = "the file must be a mapping with a `claims:` key (see the shipped one)"
+    return parse_yaml_model(text, "ledger", label, Ledger, hint)
 
 
 # ------------------------------------------------------------------------------------------- state

@@ -415,6 +415,23 @@ def _read_user_file(p: Path, shown: str, kind: str = "platform", hint: str | Non
         ) from None
 
 
+def parse_yaml_model(text: str, kind: str, label: str, model: type[BaseModel], shape_hint: str) -> BaseModel:
+    """A data file's text -> a validated pydantic ``model``; every error is one line naming ``kind
+    label`` (bad YAML, a duplicate key, not a mapping, or the first invalid field)."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise QMCError(f"{kind} {label}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise QMCError(f"{kind} {label}: nested too deeply to be a {kind} file") from None
+    if not isinstance(data, dict):
+        raise QMCError(f"{kind} {label}: {shape_hint}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise QMCError(_validation_line(exc, f"{kind} {label}")) from None
+
+
 def _is_packaged_file(p: Path, name: str) -> bool:
     try:
         return Path(str(resources.files("qmc_edge") / "platforms" / f"{name}.yaml")).resolve() == p.resolve()

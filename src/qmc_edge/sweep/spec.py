@@ -29,10 +29,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..deploy.platform import _read_user_file, _UniqueKeyLoader, _validation_line, _yaml_problem
+from ..deploy.platform import _read_user_file, parse_yaml_model
 from ..errors import QMCError
 
 EMBEDDED = "embedded"
@@ -135,16 +134,8 @@ class Point:
 def load_sweep_spec(path: str | Path) -> SweepSpec:
     shown = str(path)
     text = _read_user_file(Path(path), shown, "sweep spec", "write one like `qmc sweep --example`")
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise QMCError(f"sweep spec {shown}: not valid YAML ({_yaml_problem(exc)})") from None
-    if not isinstance(data, dict):
-        raise QMCError(f"sweep spec {shown}: must be a mapping (name:, models:, methods:, ...); see --example")
-    try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(_validation_line(exc, f"sweep spec {shown}")) from None
+    hint = "must be a mapping (name:, models:, methods:, ...); see --example"
+    return parse_yaml_model(text, "sweep spec", shown, SweepSpec, hint)
 
 
 def _option_text(v: object) -> str:
