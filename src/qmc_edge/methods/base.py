@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..devices import DeviceModel, MRAMBitFlips, reram
+from ..parallel import map_tensors
 from ..qmodel import QuantizedModel
 from ..qtensor import QuantizedTensor
 
@@ -341,16 +342,15 @@ class TensorMethod(MethodSpec):
         raise NotImplementedError
 
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
+        """Every tensor on its own, several at once (:mod:`qmc_edge.parallel`: one tensor per thread,
+        single-threaded ops, the same codes for any number of workers)."""
         params = dict(model.named_parameters(remove_duplicate=False))
         t0 = time.perf_counter()
-        tensors: dict[str, QuantizedTensor] = {}
-        reference: dict[str, torch.Tensor] = {}
-        for i, name in enumerate(names):
-            w = params[name].detach().cpu()  # quantizers and noise draws are defined on the CPU
-            reference[name] = w.clone()
-            tensors[name] = self.quantize_tensor(w)
-            if progress:
-                progress(i + 1, len(names))
+        weights = [params[n].detach().cpu() for n in names]  # quantizers and noise draws are defined on the CPU
+        reference = {n: w.clone() for n, w in zip(names, weights, strict=True)}
+        done = (lambda i: progress(i + 1, len(names))) if progress else None
+        quantized = map_tensors(self.quantize_tensor, weights, done)
+        tensors: dict[str, QuantizedTensor] = dict(zip(names, quantized, strict=True))
         return QuantizedModel(self, tensors, time.perf_counter() - t0, reference)
 
 

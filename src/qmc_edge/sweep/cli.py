@@ -54,7 +54,8 @@ def sweep(
             check_ray()
         st.create()
         shutil.copyfile(spec_file, st.root / "sweep.yaml")
-        summary = _run(spec, points, st, executor, address, workers, device)
+        origin = f"qmc sweep {spec_file} --device {device} --executor {executor}"
+        summary = _run(spec, points, st, executor, address, workers, device, origin)
         out.print(
             f"done {summary.done}, skipped {summary.skipped} (already in the store), failed {len(summary.failed)} "
             f"in {summary.seconds:.0f} s"
@@ -64,7 +65,7 @@ def sweep(
         out.print(f"report: qmc report {store}")
 
 
-def _run(spec, points, st, executor, address, workers, device):
+def _run(spec, points, st, executor, address, workers, device, origin):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -94,10 +95,10 @@ def _run(spec, points, st, executor, address, workers, device):
         if executor == "ray":
             from .ray_executor import run_ray
 
-            return run_ray(spec, points, st, on_point, device, address, workers)
+            return run_ray(spec, points, st, on_point, device, address, workers, origin=origin)
         from .run import run_local
 
-        return run_local(spec, points, st, on_point, device)
+        return run_local(spec, points, st, on_point, device, origin=origin)
 
 
 def report(

@@ -11,17 +11,13 @@ starts on this machine (``--workers`` CPUs), which is how a laptop uses it.
 from __future__ import annotations
 
 from ..errors import QMCError
-from .run import OnPoint, SweepSummary, failure_record, load_context, run_point
+from .run import OnPoint, SweepSummary, failure_record, load_context, record, run_point
 from .spec import Point, SweepSpec
 from .store import Store
 
 #: Per worker process: model -> its loaded context (a worker runs many points of one model).
 _CONTEXTS: dict[tuple[str, str], object] = {}
 MAX_RETRIES = 2
-
-
-class _Failed(Exception):
-    pass
 
 
 def check_ray() -> None:
@@ -31,7 +27,7 @@ def check_ray() -> None:
         raise QMCError("--executor ray needs Ray: pip install 'qmc-edge[ray]'") from None
 
 
-def _work(spec: SweepSpec, point: Point, device: str) -> tuple[str, list[dict] | None, dict | None]:
+def _work(spec: SweepSpec, point: Point, device: str, origin: str) -> tuple[str, list[dict] | None, dict | None]:
     import ray
     import torch
 
@@ -42,7 +38,7 @@ def _work(spec: SweepSpec, point: Point, device: str) -> tuple[str, list[dict] |
         if key not in _CONTEXTS:
             _CONTEXTS.clear()  # one model per worker at a time: memory
             _CONTEXTS[key] = load_context(point.model, spec, device)
-        return point.key, run_point(_CONTEXTS[key], point, spec, device), None
+        return point.key, run_point(_CONTEXTS[key], point, spec, device, origin), None
     except Exception as exc:  # noqa: BLE001 - returned to the driver as the point's failure
         return point.key, None, failure_record(point, exc)
 
@@ -56,6 +52,7 @@ def run_ray(
     address: str | None = None,
     workers: int | None = None,
     cpus_per_task: int = 1,
+    origin: str = "qmc sweep --executor ray",
 ) -> SweepSummary:
     import time
 
@@ -76,7 +73,7 @@ def run_ray(
         report = on_point or (lambda *a: None)
         # Points of one model next to each other, so workers reuse a loaded model.
         todo.sort(key=lambda p: p.model)
-        of_ref = {remote.remote(spec, p, device): p for p in todo}
+        of_ref = {remote.remote(spec, p, device, origin): p for p in todo}
         pending = list(of_ref)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -85,18 +82,7 @@ def run_ray(
                 _, rows, failure = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - the worker died past its retries
                 rows, failure = None, failure_record(p, exc)
-            try:
-                if rows is None:
-                    raise _Failed
-                store.write_point(p.key, rows)
-                summary.done += 1
-            except _Failed:
-                store.write_failure(p.key, failure)
-                summary.failed.append(failure)
-            except Exception as exc:  # noqa: BLE001 - a store error for one point must not drop the others
-                rec = failure_record(p, exc)
-                store.write_failure(p.key, rec)
-                summary.failed.append(rec)
+            record(store, summary, p, rows, failure)
             report(summary.done, len(summary.failed), summary.skipped, summary.total, p.spec.name)
         summary.seconds = time.perf_counter() - t0
         return summary

@@ -33,6 +33,7 @@ class ModelContext:
     bos: int | None
     tasks: dict | None
     arch: object
+    text: str | None = None  # the perplexity text's label
 
 
 @dataclass
@@ -50,14 +51,15 @@ def load_context(model: str, spec: SweepSpec, device: str = "cpu") -> ModelConte
     from ..perplexity import bos_for, load_text, tokenize
 
     lm = load_model(None if model == EMBEDDED else model, device=device)
-    ids = tokenize(lm.tokenizer, load_text(None).text) if spec.eval.perplexity else None
+    src = load_text(None) if spec.eval.perplexity else None
+    ids = tokenize(lm.tokenizer, src.text) if src else None
     tasks = None
     if spec.eval.tasks:
         from ..tasks.evaluate import load_tasks
 
         tasks = load_tasks(spec.eval.tasks.names, spec.eval.tasks.limit)
     arch = from_model(lm.model, model, lm.source)
-    return ModelContext(lm, ids, bos_for(lm.tokenizer), tasks, arch)
+    return ModelContext(lm, ids, bos_for(lm.tokenizer), tasks, arch, src.label if src else None)
 
 
 def _versions() -> str:
@@ -97,22 +99,39 @@ def _deploy(ctx: ModelContext, method: str, storage: dict, platforms: list[str],
     return json.dumps(out)
 
 
-def run_point(ctx: ModelContext, point: Point, spec: SweepSpec, device: str = "cpu") -> list[dict]:
+def run_point(
+    ctx: ModelContext, point: Point, spec: SweepSpec, device: str = "cpu", origin: str = "qmc sweep"
+) -> list[dict]:
     """Quantize the point's method once and evaluate every seed: one row per seed (one row for a
     deterministic method), in the store's schema."""
     from ..experiment import EvalSettings, run_method
+    from ..torch_device import machine_label
 
     pp = spec.eval.perplexity
     cfg = EvalSettings(pp.context if pp else 2048, pp.windows if pp else None, spec.eval.seed_list, ctx.bos)
     t0 = time.perf_counter()
     r = run_method(ctx.lm, point.spec, ctx.ids, cfg, tasks=ctx.tasks)
     seconds = max(0.0, time.perf_counter() - t0 - r["quantize_seconds"])  # cached quantizations report theirs
+    return result_rows(ctx, point, spec, r, seconds, machine_label(device), origin)
+
+
+def result_rows(
+    ctx: ModelContext,
+    point: Point,
+    spec: SweepSpec,
+    r: dict,
+    eval_seconds: float,
+    machine: str,
+    origin: str,
+    date: str | None = None,
+) -> list[dict]:
+    """The store's rows of one point from :func:`qmc_edge.experiment.run_method`'s result ``r``
+    (completed now unless ``date`` says when)."""
     st = r["storage"]
     total_bits = st["model_MB"] * 8e6
     params = st["quantized_params"] + st["unquantized_params"]
     seeds = r["seeds"] or [None]
     tasks = r.get("tasks") or {}
-    deploy = _deploy(ctx, r["method"], st, spec.platforms, spec)
     common = {
         "key": point.key,
         "sweep": spec.name,
@@ -128,27 +147,34 @@ def run_point(ctx: ModelContext, point: Point, spec: SweepSpec, device: str = "c
         "whole_model_bits": total_bits / params if params else None,
         "weights_MB": st["model_MB"],
         "storage_json": json.dumps(st, sort_keys=True),
-        "deploy_json": deploy,
+        "deploy_json": _deploy(ctx, r["method"], st, spec.platforms, spec),
         "quantize_seconds": float(r["quantize_seconds"]),
-        "eval_seconds": seconds,
+        "eval_seconds": eval_seconds,
         "versions_json": _versions(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "origin": origin,
+        "date": date or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     ev = r.get("eval") or {}
     rows = []
     for i, s in enumerate(seeds):
         per_task = {}
         for name, t in tasks.items():
-            per_task[name] = {
-                m: t[f"{m}_per_seed"][i] for m in ("acc", "acc_norm") if t.get(f"{m}_per_seed") is not None
-            }
+            m = {"n": t["n"], "items_per_s": t["items_per_s"]}
+            for k in ("acc", "acc_norm"):
+                if t.get(f"{k}_per_seed") is not None:
+                    m[k] = t[f"{k}_per_seed"][i]
+                    m[f"{k}_stderr"] = t[f"{k}_stderr_per_seed"][i]
+            per_task[name] = m
         rows.append(
             {
                 **common,
                 "seed": s,
                 "ppl": r["ppl_per_seed"][i] if "ppl_per_seed" in r else None,
+                "text": ctx.text if "ppl_per_seed" in r else None,
                 "tokens_scored": ev.get("tokens_scored"),
                 "windows": ev.get("windows"),
+                "windows_available": ev.get("windows_available"),
                 "context": ev.get("context"),
                 "tasks_json": json.dumps(per_task, sort_keys=True) if per_task else None,
             }
@@ -172,6 +198,20 @@ def failure_record(point: Point, exc: BaseException) -> dict:
     }
 
 
+def record(store: Store, summary: SweepSummary, point: Point, rows: list[dict] | None, failure: dict | None) -> None:
+    """Write one finished point (its rows, or its failure record) and count it; a store error for
+    this point becomes its failure, so the other points go on. Both executors end every point here."""
+    if rows is not None:
+        try:
+            store.write_point(point.key, rows)
+            summary.done += 1
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk for this point's file
+            failure = failure_record(point, exc)
+    store.write_failure(point.key, failure)
+    summary.failed.append(failure)
+
+
 def run_local(
     spec: SweepSpec,
     points: list[Point],
@@ -179,6 +219,7 @@ def run_local(
     on_point: OnPoint | None = None,
     device: str = "cpu",
     context_loader: Callable[[str, SweepSpec, str], ModelContext] = load_context,
+    origin: str = "qmc sweep",
 ) -> SweepSummary:
     """Every point not yet in the store, model by model; a failing point is recorded and the rest go on.
     A model that cannot be loaded fails all of its points with that one line."""
@@ -199,20 +240,15 @@ def run_local(
             ctx = context_loader(model, spec, device)
         except Exception as exc:  # noqa: BLE001 - recorded per point, the other models go on
             for p in todo:
-                rec = failure_record(p, exc)
-                store.write_failure(p.key, rec)
-                summary.failed.append(rec)
+                record(store, summary, p, None, failure_record(p, exc))
             report(summary.done, len(summary.failed), summary.skipped, summary.total, f"{model}: cannot load")
             continue
         for p in todo:
             try:
-                rows = run_point(ctx, p, spec, device)
-                store.write_point(p.key, rows)
-                summary.done += 1
-            except (QMCError, Exception) as exc:  # noqa: BLE001 - one point's failure must not stop the sweep
-                rec = failure_record(p, exc)
-                store.write_failure(p.key, rec)
-                summary.failed.append(rec)
+                rows, failure = run_point(ctx, p, spec, device, origin), None
+            except Exception as exc:  # noqa: BLE001 - one point's failure must not stop the sweep
+                rows, failure = None, failure_record(p, exc)
+            record(store, summary, p, rows, failure)
             report(summary.done, len(summary.failed), summary.skipped, summary.total, p.spec.name)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -158,24 +158,44 @@ def method_texts(spec: SweepSpec) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (about 1 s per GB): the key must not depend on where or when the
+    file was written, so a store moves between machines and a re-downloaded identical model is done."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_MODEL_FILES = (".json", ".safetensors", ".bin", ".gguf", ".model", ".txt")
+
+
 def model_identity(model: str) -> dict:
-    """What identifies a model's weights for the key: the resolved file or folder with its size and
-    modification time (a re-downloaded or edited model is a new model), or a hub id as written."""
+    """What identifies a model's weights for the key: the name, size and SHA-256 of its file (or of
+    every weight, config and tokenizer file of its folder), or a hub id as written. Paths and times are
+    left out: the same bytes are the same model on every machine."""
     from ..model_io import embedded_gguf
 
     p = embedded_gguf() if model == EMBEDDED else Path(model).expanduser()
     if p.is_file():
-        st = p.stat()
-        return {"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"file": p.name, "bytes": p.stat().st_size, "sha256": _file_digest(p)}
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".json", ".safetensors", ".bin", ".gguf"))
-        return {"path": str(p.resolve()), "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in _MODEL_FILES)
+        return {"folder": [(f.name, f.stat().st_size, _file_digest(f)) for f in files]}
     return {"hub_id": model}
 
 
 def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
     """Hash of everything that changes a point's result: the model's identity, every method option, the
-    evaluation settings and seeds, the platforms and workload, and the qmc-edge version."""
+    evaluation settings and seeds, the platforms and workload, and the qmc-edge version. The device the
+    model runs on is recorded in each row (``machine``) but is not in the key: CPU and GPU results agree
+    to float rounding, so a sweep started on one machine resumes on another."""
     from .. import __version__
 
     payload = {

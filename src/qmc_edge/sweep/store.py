@@ -40,10 +40,13 @@ SCHEMA: dict[str, str] = {
     "ideal_memory": "the codes are read without device error",
     "seed": "the device-noise seed (chip) of this row; null for deterministic methods",
     "ppl": "WikiText-2 perplexity of this seed (null without a perplexity evaluation)",
+    "text": "the perplexity text (its label: dataset, split and where it was read)",
     "tokens_scored": "tokens scored for ppl",
     "windows": "perplexity windows evaluated",
+    "windows_available": "windows of context tokens the whole text has",
     "context": "tokens per window",
-    "tasks_json": "per-task accuracy of this seed (acc, acc_norm where the task has it), JSON",
+    "tasks_json": "per task, this seed's n (items), acc and acc_norm (where the task has it) with their "
+    "standard errors over items (acc_stderr, acc_norm_stderr) and items_per_s, JSON",
     "bits_per_weight": "bits per quantized weight, all metadata included",
     "whole_model_bits": "bits per parameter over the whole model (unquantized tensors at FP16)",
     "weights_MB": "whole-model weight storage, MB",
@@ -52,6 +55,8 @@ SCHEMA: dict[str, str] = {
     "quantize_seconds": "wall time of the quantization (once per point)",
     "eval_seconds": "wall time of the point's evaluations, all seeds",
     "versions_json": "qmc-edge, torch, transformers and Python versions, JSON",
+    "machine": "where the model ran: the GPU's name, or the CPU's architecture and cores; with torch's version",
+    "origin": "how the row came into the store: the command that measured it",
     "date": "UTC time the point completed",
 }
 
@@ -145,6 +150,7 @@ def arrow_schema():
         "ppl": pa.float64(),
         "tokens_scored": pa.int64(),
         "windows": pa.int64(),
+        "windows_available": pa.int64(),
         "context": pa.int64(),
         "bits_per_weight": pa.float64(),
         "whole_model_bits": pa.float64(),

@@ -70,6 +70,7 @@ def summarise(per_seed: list[dict[str, dict]], seeds: Sequence[int | None]) -> d
             t[f"{key}_seed_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
             t[f"{key}_stderr"] = statistics.fmean(r[f"{key}_stderr"] for r in runs)
             t[f"{key}_per_seed"] = vals
+            t[f"{key}_stderr_per_seed"] = [r[f"{key}_stderr"] for r in runs]
         t["items_per_s"] = statistics.fmean(r["items_per_s"] for r in runs)
         out[name] = t
     return out

@@ -1,15 +1,13 @@
-"""GPTQ, AWQ (llm-compressor) and HQQ (hqq) against RTN, QMC and QMC+GPTQ on the embedded model: quantization
-cost side by side, then WikiText-2 perplexity in ideal memory and with the codes in noisy ReRAM.
-Writes benchmarks/results/external.json and benchmarks/external.md.
+"""Quantization cost of GPTQ, AWQ (llm-compressor), HQQ (hqq), RTN, QMC and QMC+GPTQ on the embedded
+model, side by side in one process: wall time and peak resident memory. Writes
+benchmarks/results/cost.json and benchmarks/cost.md. (Their accuracy is the sweep
+benchmarks/sweeps/baselines.yaml, rendered from benchmarks/store.)
 
-    python benchmarks/external.py                  # 20 windows of 2048, 3 seeds, 64 x 512 calibration tokens
-    python benchmarks/external.py --windows 40     # more windows (about 4 s per window, row and seed here)
-    python benchmarks/external.py --render-only    # rewrite external.md from the JSON
-    python benchmarks/external.py --append --rows qmc3-gptq          # add perplexity rows to the JSON
-    python benchmarks/external.py --cost-append --cost-rows qmc3-gptq  # add cost rows (same allocator setting)
+    python benchmarks/cost.py                  # 16 x 512 calibration tokens, as the baselines sweep
+    python benchmarks/cost.py --timing-pass    # wall times again with glibc's default allocator
+    python benchmarks/cost.py --render-only    # rewrite cost.md from the JSON
 
-Needs the extras: pip install 'qmc-edge[gptq,hqq]'. Every row is evaluated on the same windows and
-the noisy rows on the same seeds as QMC.
+Needs the extras: pip install 'qmc-edge[gptq,hqq]'.
 
 Peak memory is read from the kernel's high-water mark, which only sees pages a method touches beyond
 what the process already holds. glibc's dynamic mmap threshold keeps freed multi-MB tensors in the heap
@@ -33,34 +31,16 @@ from pathlib import Path
 
 import torch
 
-from qmc_edge.experiment import EvalSettings, run_method
 from qmc_edge.jsonio import write_json
 from qmc_edge.methods import parse_method
 from qmc_edge.model_io import load_model
-from qmc_edge.perplexity import bos_for, load_text, tokenize
+from qmc_edge.perplexity import load_text
 from qmc_edge.quantize_model import quantize_model, storage_report
 
 HERE = Path(__file__).resolve().parent
-OUT_JSON = HERE / "results" / "external.json"
-OUT_MD = HERE / "external.md"
+OUT_JSON = HERE / "results" / "cost.json"
+OUT_MD = HERE / "cost.md"
 COST_ROWS = ["rtn4", "rtn3", "qmc3", "qmc3-gptq", "gptq4", "gptq3", "awq4", "awq3", "hqq4", "hqq3"]
-PPL_ROWS = [
-    "fp",
-    "rtn3",
-    "gptq3",
-    "awq3",
-    "hqq3",
-    "qmc3",
-    "qmc3-gptq",
-    "emem3",
-    "emem-gptq3",
-    "emem-awq3",
-    "emem-hqq3",
-    "rtn4",
-    "gptq4",
-    "awq4",
-    "hqq4",
-]
 
 
 def _status_kb(field: str) -> int:
@@ -124,25 +104,11 @@ def calibration_overlap(src_text: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--windows", type=int, default=20, help="windows of --context (0 = all)")
-    ap.add_argument("--context", type=int, default=2048)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--calib-samples", type=int, default=64)
+    ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--calib-len", type=int, default=512)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--rows", nargs="*", default=PPL_ROWS, help="method specs for the perplexity table")
     ap.add_argument("--cost-rows", nargs="*", default=COST_ROWS, help="method specs for the cost table")
     ap.add_argument("--render-only", action="store_true")
-    ap.add_argument(
-        "--append",
-        action="store_true",
-        help="evaluate --rows and add them to the existing JSON (same windows; cost table kept)",
-    )
-    ap.add_argument(
-        "--cost-append",
-        action="store_true",
-        help="measure --cost-rows in a new process and add them to the existing cost table (marked as such)",
-    )
     ap.add_argument(
         "--timing-pass",
         action="store_true",
@@ -155,25 +121,15 @@ def main() -> None:
     if args.timing_pass:
         timing_pass(args)
         return
-    if args.append:
-        append_rows(args)
-        return
-    if args.cost_append:
-        cost_append(args)
-        return
     torch.set_num_threads(args.threads)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     calib = {"calib_samples": args.calib_samples, "calib_len": args.calib_len}
     lm = load_model(None)
-    src = load_text()
-    ids = tokenize(lm.tokenizer, src.text)
-    cfg = EvalSettings(args.context, args.windows or None, tuple(range(args.seeds)), bos_for(lm.tokenizer))
-
     t0 = time.time()
     payload = {
-        "benchmark": "external_baselines",
+        "benchmark": "quantization_cost",
         "complete": False,
-        "command": "python benchmarks/external.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/cost.py " + " ".join(sys.argv[1:]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} CPU",
         "threads": args.threads,
@@ -181,12 +137,8 @@ def main() -> None:
         "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "model": lm.source,
         "note": lm.note,
-        "text": src.label,
-        "context": args.context,
-        "seeds": list(cfg.seeds),
-        "calibration_overlap_13gram": calibration_overlap(src.text),
+        "calibration_overlap_13gram": calibration_overlap(load_text().text),
         "cost": [],
-        "rows": [],
     }
 
     def save(done: bool = False) -> None:
@@ -208,77 +160,7 @@ def main() -> None:
             flush=True,
         )
         save()
-    for spec_text in args.rows:
-        r = ppl_row(lm, spec_text, calib, ids, cfg, t0)
-        payload["rows"].append(r)
-        payload["windows"] = r["eval"]["windows"]
-        payload["windows_available"] = r["eval"]["windows_available"]
-        save()
     save(done=True)
-    render()
-
-
-def ppl_row(lm, spec_text: str, calib: dict, ids, cfg: EvalSettings, t0: float) -> dict:
-    """One perplexity row (quantize, then every seed), printed as it lands."""
-    r = run_method(lm, _spec(spec_text, calib), ids, cfg)
-    r["spec_text"] = spec_text
-    print(
-        f"{r['method']:34s} eff {r['effective_bits']:.3f}  PPL {r['ppl_mean']:.3f} ± {r['ppl_std']:.3f}"
-        f"  [{time.time() - t0:.0f}s]",
-        flush=True,
-    )
-    return r
-
-
-def append_rows(args) -> None:
-    """Perplexity rows added to an existing run (a run cut short, or rows asked for later): the same
-    text, windows and calibration size as the rows already there; each row records its seeds."""
-    d = json.loads(OUT_JSON.read_text(encoding="utf-8"))
-    torch.set_num_threads(args.threads)
-    calib = {"calib_samples": args.calib_samples, "calib_len": args.calib_len}
-    lm = load_model(None)
-    src = load_text()
-    ids = tokenize(lm.tokenizer, src.text)
-    windows = d.get("windows") or args.windows or None
-    cfg = EvalSettings(d["context"], windows, tuple(range(args.seeds)), bos_for(lm.tokenizer))
-    t0 = time.time()
-    d.setdefault("appended", []).append(
-        {
-            "command": "python benchmarks/external.py " + " ".join(sys.argv[1:]),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
-            "rows": list(args.rows),
-        }
-    )
-    for spec_text in args.rows:
-        d["rows"].append(ppl_row(lm, spec_text, calib, ids, cfg, t0))
-        write_json(OUT_JSON, d)
-    render()
-
-
-def cost_append(args) -> None:
-    """Cost rows for methods added after the first run, measured as main() measures them (after an
-    untimed warm-up, same calibration size) but in a process of their own; the row says so."""
-    d = json.loads(OUT_JSON.read_text(encoding="utf-8"))
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != d.get("malloc_mmap_threshold"):
-        raise SystemExit(
-            f"the cost table was measured with MALLOC_MMAP_THRESHOLD_={d.get('malloc_mmap_threshold')}; set the same"
-        )
-    torch.set_num_threads(args.threads)
-    calib = {"calib_samples": args.calib_samples, "calib_len": args.calib_len}
-    lm = load_model(None)
-    measure_quantize(lm, "rtn4", calib)  # warm-up, as in main()
-    run = {
-        "command": "python benchmarks/external.py " + " ".join(sys.argv[1:]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_average_start": os.getloadavg(),
-    }
-    for spec_text in args.cost_rows:
-        row = measure_quantize(lm, spec_text, calib)
-        row["separate_run"] = run
-        d["cost"] = [c for c in d["cost"] if c["method"] != row["method"]] + [row]
-        print(f"{row['method']:34s} quantize {row['quantize_seconds']:7.1f} s  peak +{row['peak_increase_MB']:7.0f} MB")
-        write_json(OUT_JSON, d)
     render()
 
 
@@ -313,28 +195,18 @@ def timing_pass(args) -> None:
 
 
 def render() -> None:
-    """benchmarks/external.md from the JSON: what was run, the cost table, the perplexity table."""
+    """benchmarks/cost.md from the JSON: what was run and the cost table."""
     d = json.loads(OUT_JSON.read_text(encoding="utf-8"))
-    cost = {c["method"]: c for c in d["cost"]}
-    fp = next((r["ppl_mean"] for r in d["rows"] if r["spec"]["method"] == "fp"), None)
     calib = next((c["info"]["calibration"] for c in d["cost"] if c["info"].get("calibration")), None)
     lib = next((c["info"]["library"] for c in d["cost"] if c["info"].get("library")), None)
     lines = [
         "## Library baselines: GPTQ, AWQ (llm-compressor) and HQQ (hqq)",
         "",
-        f"Generated by `{d['command']}` on {d['date']} ({d['machine']}; load average "
+        f"Quantization cost: `{d['command']}` on {d['date']} ({d['machine']}; load average "
         f"{d['load_average_start'][0]:.1f} at the start, {d['load_average_end'][0]:.1f} at the end: the machine was "
-        "shared, so times are upper bounds)."
-        + (" The first run was cut short; rows were added:" if not d["complete"] else ""),
-        f"Model: {d['model']} ({d['note']}). Text: {d['text']}, {d.get('windows', '?')} of "
-        f"{d.get('windows_available', '?')} windows of {d['context']} tokens, the same windows for every row; "
-        f"noisy rows over the seeds in their row ({d['seeds']} in the first run).",
+        "shared, so times are upper bounds).",
+        f"Model: {d['model']} ({d['note']}).",
     ]
-    for a in d.get("appended", []):
-        mm = f", glibc mmap threshold {a['malloc_mmap_threshold']}" if a.get("malloc_mmap_threshold") else ""
-        lines.insert(-1, f"- `{a['command']}` ({a['date']}{mm}): {', '.join(a['rows'])}")
-    if d.get("appended"):
-        lines.insert(-1, "")
     if calib:
         ov = ", ".join(f"{k} {v:.2e}" for k, v in d["calibration_overlap_13gram"].items())
         lines.append(
@@ -381,28 +253,6 @@ def render() -> None:
         )
     if later:
         lines += ["", "† measured later in a process of its own, same settings: " + "; ".join(f"`{c}`" for c in later)]
-    lines += [
-        "",
-        "WikiText-2 perplexity (mean ± sample std over seeds where reads are noisy; Δ against FP):",
-        "",
-        "| method | where the codes live | eff. bits | PPL | Δ PPL | quantize s |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-
-    def order(ir: tuple[int, dict]) -> tuple:
-        """FP first, then by code bits; within a bit width ideal memory before noisy ReRAM; then run order."""
-        i, r = ir
-        return (r["spec"]["method"] != "fp", r["spec"]["bits"], bool(r["noisy"]), i)
-
-    for _, r in sorted(enumerate(d["rows"]), key=order):
-        dev = r["device"]
-        if isinstance(dev, dict):
-            dev = f"{dev['name']} ({dev['mean_cell_error_rate']:.1e} errors/cell)"
-        where = dev or ("-" if r["spec"]["method"] == "fp" else "ideal memory")
-        ppl = f"{r['ppl_mean']:.3f}" + (f" ± {r['ppl_std']:.3f}" if r["noisy"] else "")
-        delta = f"{r['ppl_mean'] - fp:+.3f}" if fp is not None else ""
-        qs = timing.get(r["method"], cost.get(r["method"], {}).get("quantize_seconds", r["quantize_seconds"]))
-        lines.append(f"| {r['method']} | {where} | {r['effective_bits']:.3f} | {ppl} | {delta} | {qs:.1f} |")
     tmp = OUT_MD.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(OUT_MD)
