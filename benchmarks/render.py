@@ -199,6 +199,7 @@ def _baselines_section(d: dict) -> str:
 # Sections that other benchmark scripts write as markdown, in the order they appear.
 _SECTIONS = [
     "cost.md",
+    "contention.md",
     "deploy.md",
     "claims.md",
     "artifact.md",

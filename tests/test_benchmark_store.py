@@ -61,3 +61,14 @@ def test_claims_reads_accuracy_from_the_store():
     # The most tokens scored wins: the whole-test-set row of the ppl sweep.
     assert a["ppl"] == pytest.approx(old["ppl_mean"]) and a["tokens_scored"] == old["eval"]["tokens_scored"]
     assert a["file"] == "store/ppl" and a["fp_ppl"] == pytest.approx(ppl["rows"][0]["ppl_mean"])
+
+
+@pytest.mark.parametrize("sweep", list(LEGACY))
+def test_running_a_shipped_spec_finds_every_point_done(sweep):
+    """The imported rows sit under the keys `qmc sweep` computes for the shipped spec and the
+    installed embedded model, so running the spec recomputes nothing."""
+    from qmc_edge.sweep.spec import expand
+    from qmc_edge.sweep.store import Store
+
+    points = expand(load_sweep_spec(BENCH / "sweeps" / f"{sweep}.yaml"))
+    assert {p.key for p in points} <= Store(STORE).done()

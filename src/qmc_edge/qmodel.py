@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .parallel import map_tensors
 from .qtensor import QuantizedTensor
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class QuantizedModel:
     spec: MethodSpec
     tensors: dict[str, QuantizedTensor]
     quantize_seconds: float
+    # The weights restore() puts back: given by the method, or kept by realise() the first time it
+    # overwrites a tensor (so quantizing does not hold a second copy of the model).
     reference: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     # Unquantized parameters the method changed (AWQ folds its scales into the norms): written by
     # realise, restored from ``reference`` like the quantized ones.
@@ -59,13 +62,22 @@ class QuantizedModel:
         device = self.spec.device() if noisy and self.spec.uses_reram else None
         mram = self.spec.mram() if noisy else None
         rereads = noisy and device is not None and device.rereads
-        with torch.no_grad():
-            for name, qt in self.tensors.items():
-                gen = torch.Generator().manual_seed(seed_for(seed, name)) if noisy else None
-                rgen = torch.Generator().manual_seed(seed_for(seed, f"{name}\0read {read}")) if rereads else None
-                w = qt.dequantize(device, mram, gen, rgen)
+
+        def one(name: str) -> None:
+            # Each tensor draws from its own generators, so the threads of map_tensors cannot change a read.
+            gen = torch.Generator().manual_seed(seed_for(seed, name)) if noisy else None
+            rgen = torch.Generator().manual_seed(seed_for(seed, f"{name}\0read {read}")) if rereads else None
+            with torch.no_grad():  # thread-local: set in the worker
+                w = self.tensors[name].dequantize(device, mram, gen, rgen)
+                if name not in self.reference:  # the original, kept the first time it is overwritten
+                    self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w.to(params[name].dtype))
+
+        map_tensors(one, list(self.tensors))
+        with torch.no_grad():
             for name, w in self.overrides.items():
+                if name not in self.reference:
+                    self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w)
 
     def restore(self, model: torch.nn.Module) -> None:

@@ -347,11 +347,12 @@ class TensorMethod(MethodSpec):
         params = dict(model.named_parameters(remove_duplicate=False))
         t0 = time.perf_counter()
         weights = [params[n].detach().cpu() for n in names]  # quantizers and noise draws are defined on the CPU
-        reference = {n: w.clone() for n, w in zip(names, weights, strict=True)}
         done = (lambda i: progress(i + 1, len(names))) if progress else None
         quantized = map_tensors(self.quantize_tensor, weights, done)
         tensors: dict[str, QuantizedTensor] = dict(zip(names, quantized, strict=True))
-        return QuantizedModel(self, tensors, time.perf_counter() - t0, reference)
+        # No copy of the weights here: the model is unchanged, and realise() keeps each original the
+        # first time it overwrites it (a copy now would double the peak memory of quantization).
+        return QuantizedModel(self, tensors, time.perf_counter() - t0)
 
 
 def place_in_reram(qt: QuantizedTensor, cell_bits: int) -> QuantizedTensor:

@@ -197,12 +197,10 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
         if tokenizer is None:
             raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
         calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    reference = {n: params[n].detach().clone() for n in names}
     t0 = time.perf_counter()
     tensors, info = quantize_model_gptq(model, names, spec.gptq_tensor, calib.samples, progress)
     info["calibration"] = calib.describe()
-    return QuantizedModel(spec, tensors, time.perf_counter() - t0, reference, info=info)
+    return QuantizedModel(spec, tensors, time.perf_counter() - t0, info=info)  # realise() keeps the originals
 
 
 # How QMC rounds its inliers; each strategy takes (spec, model, names, tokenizer, progress).
