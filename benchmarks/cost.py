@@ -232,7 +232,9 @@ def render() -> None:
                 else " (`--timing-pass`, not run yet)"
             )
             if fixed
-            else ""
+            else ". glibc's default allocator (as users run it): a method measured after a larger one may reuse "
+            "heap that one freed, so its peak increase is a lower bound (MALLOC_MMAP_THRESHOLD_=131072 measures "
+            "each method's own)"
         )
         + ":",
         "",
@@ -253,6 +255,13 @@ def render() -> None:
         )
     if later:
         lines += ["", "† measured later in a process of its own, same settings: " + "; ".join(f"`{c}`" for c in later)]
+    secs = {c["spec"]: timing.get(c["method"], c["quantize_seconds"]) for c in d["cost"]}
+    pairs = [("qmc3", "rtn3", 3.0), ("qmc3-gptq", "gptq3", 1.0)]
+    ratios = [
+        f"{a} / {b} = {secs[a] / secs[b]:.2f}x (target <= {t:g}x)" for a, b, t in pairs if a in secs and b in secs
+    ]
+    if ratios:
+        lines += ["", "Ratios of wall times in this table: " + "; ".join(ratios) + "."]
     tmp = OUT_MD.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(OUT_MD)

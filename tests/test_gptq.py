@@ -151,3 +151,18 @@ def test_artifact_round_trip(tiny_lm, tmp_path):
     for name, qt in qm.tensors.items():
         got = art.quantized.tensors[name]
         assert torch.equal(got.inliers.codes, qt.inliers.codes) and torch.equal(got.outliers.codes, qt.outliers.codes)
+
+
+@pytest.mark.parametrize("outlier_code", ["symmetric", "offset"])
+def test_tensors_sharing_a_hessian_get_the_codes_they_get_alone(outlier_code):
+    """q, k and v (or gate and up) are rounded in one stacked GPTQ pass: GPTQ treats rows alike and
+    independently, so each tensor's codes, outlier codes and loss must be the ones it gets alone."""
+    spec = parse_method(f"qmc:bits=3,rho=0.02,group_size=64,outlier_code={outlier_code}")
+    h = _hessian(160, 4)
+    ws = [heavy_tailed(rows, 160, seed) for rows, seed in ((48, 1), (16, 2), (16, 3))]
+    stacked = spec.gptq_tensors(ws, h)
+    for w, (qt, info) in zip(ws, stacked, strict=True):
+        alone, info1 = spec.gptq_tensor(w, h)
+        assert torch.equal(qt.inliers.codes, alone.inliers.codes)
+        assert torch.equal(qt.outliers.codes, alone.outliers.codes) and qt.outliers.scale == alone.outliers.scale
+        assert info["gptq_loss"] == pytest.approx(info1["gptq_loss"], rel=1e-6)

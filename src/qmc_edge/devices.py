@@ -120,8 +120,20 @@ class DeviceModel(ABC):
         # below u, exactly the count ``(u > cdf[q]).sum()`` without an (n, L) comparison.
         offset = torch.arange(self.levels, dtype=torch.float64)[:, None]
         table = (offset + cdf).reshape(-1)
-        out = torch.searchsorted(table, flat.to(torch.float64) + u) - flat * self.levels
-        return out.clamp_(0, self.levels - 1).reshape(levels.shape).to(levels.dtype)
+        v = flat.to(torch.float64) + u
+        # Most cells read their own level q: that is exactly table[qL + q - 1] < v <= table[qL + q]
+        # (the search's answer qL + q), two comparisons against per-level bounds. Only the others are
+        # searched; the result is the full search's, element for element, at a fraction of its time.
+        n = self.levels
+        q = torch.arange(n)
+        lo = torch.cat([torch.tensor([-float("inf")], dtype=torch.float64), table])[q * n + q]
+        hi = table[q * n + q]
+        out = flat.clone()
+        miss = ~((v > lo.index_select(0, flat)) & (v <= hi.index_select(0, flat)))
+        idx = miss.nonzero().squeeze(1)
+        if idx.numel():
+            out[idx] = torch.searchsorted(table, v[idx]) - flat[idx] * n
+        return out.clamp_(0, n - 1).reshape(levels.shape).to(levels.dtype)
 
     def describe(self) -> dict:
         t = self.transition_matrix()

@@ -52,6 +52,41 @@ def inverse_hessian_factor(h: torch.Tensor, w: torch.Tensor, damp: float = DAMP)
     return torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True), True
 
 
+class RowOutliers:
+    """The outlier grids of several tensors stacked by rows, so GPTQ rounds them in one pass: each row
+    keeps its own tensor's scale and offset (the same arithmetic as :class:`OutlierTable`, with a
+    per-row float32 tensor where the table has one float)."""
+
+    def __init__(self, tables: list[OutlierTable], rows: list[int]):
+        codes = {t.code for t in tables}
+        bits = {t.bits for t in tables}
+        if len(codes) != 1 or len(bits) != 1:
+            raise ValueError("stacked outlier grids must share their code and bits")
+        self.bits = bits.pop()
+        self.offset_code = codes.pop() == "offset"
+        self.scale = torch.cat(
+            [torch.full((r,), t.scale, dtype=torch.float32) for t, r in zip(tables, rows, strict=True)]
+        )
+        self.offset = (
+            torch.cat([torch.full((r,), t.offset, dtype=torch.float32) for t, r in zip(tables, rows, strict=True)])
+            if self.offset_code
+            else None
+        )
+
+    def values(self, codes: torch.Tensor) -> torch.Tensor:
+        c = codes.float()
+        if not self.offset_code:
+            return c * self.scale
+        return torch.where(c >= 0, self.offset + c * self.scale, -(self.offset + (-c - 1) * self.scale))
+
+    def round(self, x: torch.Tensor) -> torch.Tensor:
+        top = 2 ** (self.bits - 1)
+        if not self.offset_code:
+            return torch.clamp(torch.round(x / self.scale), -(top - 1), top - 1)
+        mag = torch.clamp(torch.round((x.abs() - self.offset) / self.scale), 0, top - 1)
+        return torch.where(x >= 0, mag, -mag - 1)
+
+
 def gptq_round(
     w: torch.Tensor,
     hessian: torch.Tensor,
@@ -62,7 +97,7 @@ def gptq_round(
     block: int = BLOCK,
     damp: float = DAMP,
     act_order: bool = True,
-    outliers: OutlierTable | None = None,
+    outliers: OutlierTable | RowOutliers | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Round ``w`` (out, in) with GPTQ on ``grid``'s scales and zero points.
 
@@ -72,7 +107,8 @@ def gptq_round(
     each still on its own group's grid (llm-compressor's default, "static" ordering).
 
     Returns (inlier codes, uint8, outlier slots holding the zero-point code; outlier codes, int16,
-    (out, in), zero elsewhere; info with the GPTQ loss and whether the Hessian was usable).
+    (out, in), zero elsewhere; info with the GPTQ loss (in all and per row) and whether the Hessian was
+    usable).
     """
     rows, cols = w.shape
     W = w.detach().clone().float()
@@ -110,7 +146,7 @@ def gptq_round(
             W1[:, j:] -= err[:, None] * U1[j, j:][None, :]
             Err1[:, j] = err
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
-    info = {"gptq_loss": float(loss.sum()), "hessian_ok": ok}
+    info = {"gptq_loss": float(loss.sum()), "hessian_ok": ok, "row_loss": loss}
     inv = torch.argsort(perm)
     return codes[:, inv].to(torch.uint8), ocodes[:, inv].to(torch.int16), info
 
@@ -165,21 +201,24 @@ def _run_block(block: torch.nn.Module, inputs) -> list[tuple[torch.Tensor, dict]
     return out
 
 
-def _quantize_block(block, inputs, mine, params, modules, quantize_one, n_samples):
+def _quantize_block(block, inputs, mine, params, modules, quantize_group, n_samples):
     """Collect the Hessian of every Linear in ``mine`` over one pass of ``block`` (weights as they are),
-    then quantize them one by one; yields (name, tensor, info)."""
+    then quantize them, the modules that read the same input (q, k and v; gate and up) together in
+    one call of ``quantize_group(weights, hessian)``; yields (name, tensor, info)."""
     sums: dict[str, torch.Tensor] = {}
+    shares: dict[str, str] = {}  # module -> the first module that read the same input, in the first pass
     hooks = []
-    # Modules that read the same input tensor (q, k and v; gate and up) share its X^T X: computed once
-    # for the first of them in each forward pass and reused, the same numbers at a third of the cost.
-    last: dict[str, object] = {"x": None, "xtx": None}
+    # Modules that read the same input tensor share its X^T X: computed once for the first of them in
+    # each forward pass and reused, the same numbers at a third of the cost.
+    last: dict[str, object] = {"x": None, "xtx": None, "first": None}
     for n in mine:
 
         def acc(_m, args, _out, n=n):
             x0 = args[0]
             if last["x"] is not x0:  # holding x0 keeps its id from being reused by another tensor
                 x = x0.reshape(-1, x0.shape[-1]).float()
-                last["x"], last["xtx"] = x0, x.T @ x
+                last["x"], last["xtx"], last["first"] = x0, x.T @ x, n
+            shares.setdefault(n, last["first"])
             sums[n] = sums.get(n, 0) + last["xtx"]
 
         hooks.append(modules[n.removesuffix(".weight")].register_forward_hook(acc))
@@ -189,20 +228,27 @@ def _quantize_block(block, inputs, mine, params, modules, quantize_one, n_sample
         for h in hooks:
             h.remove()
         last.clear()
+    groups: dict[str, list[str]] = {}
     for n in mine:
         if n in sums:
-            yield (n, *quantize_one(params[n].detach(), 2 * sums.pop(n) / n_samples))
+            groups.setdefault(shares[n], []).append(n)
+    for lead, names in groups.items():
+        hessian = 2 * sums[lead] / n_samples  # every module of the group summed the same X^T X
+        results = quantize_group([params[n].detach() for n in names], hessian)
+        for n, (qt, info) in zip(names, results, strict=True):
+            yield n, qt, info
 
 
 def quantize_model_gptq(
     model: torch.nn.Module,
     names: list[str],
-    quantize_one: Callable[[torch.Tensor, torch.Tensor], tuple[QuantizedTensor, dict]],
+    quantize_group: Callable[[list[torch.Tensor], torch.Tensor], list[tuple[QuantizedTensor, dict]]],
     samples,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, QuantizedTensor], dict]:
     """Quantize ``names`` block by block: each block's Linear inputs are collected with the earlier
-    blocks already quantized, its weights quantized with ``quantize_one(weight, hessian)``, and its
+    blocks already quantized, its weights quantized with ``quantize_group(weights, hessian)`` (modules
+    that read one input share it), and its
     outputs recomputed with the quantized weights for the next block. ``model`` is unchanged after."""
     prefix, blocks = decoder_layers(model, names)
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -216,7 +262,7 @@ def quantize_model_gptq(
             mine = [n for n in names if n.startswith(f"{prefix}.{b}.")]
             saved = {n: params[n].detach().clone() for n in mine}  # one block at a time: memory stays small
             try:
-                for n, qt, info in _quantize_block(block, inputs, mine, params, modules, quantize_one, len(samples)):
+                for n, qt, info in _quantize_block(block, inputs, mine, params, modules, quantize_group, len(samples)):
                     tensors[n] = qt
                     losses[n] = info["gptq_loss"]
                     if not info["hessian_ok"]:

@@ -19,6 +19,7 @@ from ..qmc import quantize_qmc
 from ..qmodel import QuantizedModel
 from ..qtensor import QuantizedTensor
 from ..torch_device import model_device
+from ..uniform import UniformCodes
 from .base import (
     DEVICE_HELP,
     ReRAMOptions,
@@ -174,8 +175,43 @@ class QMC(ReRAMOptions, TensorMethod):
         mask = torch.zeros(qt.shape, dtype=torch.bool)
         mask.view(-1)[ot.index] = True
         codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, outliers=ot)
+        info.pop("row_loss")
         qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
         return qt, info
+
+    def gptq_tensors(self, ws: list[torch.Tensor], hessian: torch.Tensor) -> list[tuple[QuantizedTensor, dict]]:
+        """:meth:`gptq_tensor` for weights that share one Hessian (they read the same input): each its
+        own split and grid, then one GPTQ pass over their rows stacked. GPTQ treats rows
+        independently, so each tensor gets the codes it would get alone (tests/test_gptq.py), with a
+        third of the per-column work for q, k and v."""
+        from ..gptq import RowOutliers, gptq_round
+
+        if len(ws) == 1:
+            return [self.gptq_tensor(ws[0], hessian)]
+        qts = [self.quantize_tensor(w) for w in ws]
+        rows = [qt.shape[0] for qt in qts]
+        masks = []
+        for qt in qts:
+            m = torch.zeros(qt.shape, dtype=torch.bool)
+            m.view(-1)[qt.outliers.index] = True
+            masks.append(m)
+        g0 = qts[0].inliers
+        grid = UniformCodes(
+            codes=torch.cat([qt.inliers.codes for qt in qts]),
+            scale=torch.cat([qt.inliers.scale for qt in qts]),
+            zero=torch.cat([qt.inliers.zero for qt in qts]),
+            bits=g0.bits,
+            group_size=g0.group_size,
+        )
+        w = torch.cat([w.detach().float() for w in ws])
+        table = RowOutliers([qt.outliers for qt in qts], rows)
+        codes, ocodes, info = gptq_round(w, hessian, grid, torch.cat(masks), outliers=table)
+        row_loss = info.pop("row_loss")
+        out = []
+        for qt, c, oc, lo in zip(qts, codes.split(rows), ocodes.split(rows), row_loss.split(rows), strict=True):
+            qt.inliers.codes, qt.outliers.codes = c.contiguous(), oc.reshape(-1)[qt.outliers.index]
+            out.append((qt, {**info, "gptq_loss": float(lo.sum())}))
+        return out
 
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
         return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
@@ -198,7 +234,7 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
             raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
         calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
     t0 = time.perf_counter()
-    tensors, info = quantize_model_gptq(model, names, spec.gptq_tensor, calib.samples, progress)
+    tensors, info = quantize_model_gptq(model, names, spec.gptq_tensors, calib.samples, progress)
     info["calibration"] = calib.describe()
     return QuantizedModel(spec, tensors, time.perf_counter() - t0, info=info)  # realise() keeps the originals
 

@@ -116,7 +116,7 @@ def _batches(units: list[_Unit], budget: int) -> list[list[_Unit]]:
 
 
 def _tree_layout(units: list[_Unit]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[list[int]]]]:
-    """Token ids, position ids and an additive 4-D attention mask for the packed units, and per
+    """Token ids, position ids and segment ids (for :func:`tree_mask`) of the packed units, and per
     unit and continuation the sequence positions whose outputs predict its tokens.
 
     Each row holds one unit: its context, then each continuation without its last token. Every
@@ -146,10 +146,19 @@ def _tree_layout(units: list[_Unit]) -> tuple[torch.Tensor, torch.Tensor, torch.
             per.append([n - 1, *range(at, at + k)])
             at += k
         where.append(per)
+    return ids, pos, seg, where
+
+
+def tree_mask(seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive (b, 1, width, width) attention mask of segment ids ``seg`` (see :func:`_tree_layout`),
+    built where ``seg`` is: on a GPU the host sends b x width ids instead of b x width^2 mask values."""
+    width = seg.shape[1]
     q, k = seg[:, :, None], seg[:, None, :]
-    allowed = torch.ones(width, width, dtype=torch.bool).tril() & (k >= 0) & ((k == 0) | (k == q))
-    allowed |= torch.eye(width, dtype=torch.bool)
-    return ids, pos, allowed[:, None], where
+    causal = torch.ones(width, width, dtype=torch.bool, device=seg.device).tril()
+    allowed = causal & (k >= 0) & ((k == 0) | (k == q))
+    allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def _decoder_and_head(model: torch.nn.Module):
@@ -171,9 +180,9 @@ def _decoder_and_head(model: torch.nn.Module):
 def _score_batch(model: torch.nn.Module, units: list[_Unit], split) -> list[list[float]]:
     """Per unit, the log-likelihood of each continuation after its context: one forward pass over
     the packed units (see :func:`_tree_layout`), the output head only where it is needed."""
-    ids, pos, allowed, where = _tree_layout(units)
+    ids, pos, seg, where = _tree_layout(units)
     dtype, dev = next(model.parameters()).dtype, model_device(model)
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min).to(dev)
+    mask = tree_mask(seg.to(dev), dtype)
     ids, pos = ids.to(dev), pos.to(dev)
     rows = torch.tensor([i for i, per in enumerate(where) for w in per for _ in w], device=dev)
     cols = torch.tensor([c for per in where for w in per for c in w], device=dev)
