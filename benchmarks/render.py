@@ -200,6 +200,7 @@ def _baselines_section(d: dict) -> str:
 _SECTIONS = [
     "cost.md",
     "contention.md",
+    "large_model.md",
     "deploy.md",
     "claims.md",
     "artifact.md",
