@@ -52,3 +52,12 @@ def load_for_ppl(model: str | None, threads: int):
     ids = tokenize(lm.tokenizer, src.text)
     name = "smollm2-135m" if model is None else Path(model).stem
     return lm, src, ids, bos_for(lm.tokenizer), name
+
+
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS, VmHWM); write "5" to /proc/self/clear_refs first to
+    reset the high-water mark VmHWM, so a measurement sees only its own peak."""
+    import re
+    from pathlib import Path
+
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))

@@ -24,12 +24,12 @@ import gc
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import status_kb
 
 from qmc_edge.jsonio import write_json
 from qmc_edge.methods import parse_method
@@ -41,10 +41,6 @@ HERE = Path(__file__).resolve().parent
 OUT_JSON = HERE / "results" / "cost.json"
 OUT_MD = HERE / "cost.md"
 COST_ROWS = ["rtn4", "rtn3", "qmc3", "qmc3-gptq", "gptq4", "gptq3", "awq4", "awq3", "hqq4", "hqq3"]
-
-
-def _status_kb(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
 def _spec(text: str, calib: dict):
@@ -60,11 +56,11 @@ def measure_quantize(lm, spec_text: str, calib: dict) -> dict:
     spec = _spec(spec_text, calib)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     t0 = time.perf_counter()
     qm = quantize_model(lm.model, spec, tokenizer=lm.tokenizer)
     wall = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     rep = storage_report(lm.model, spec, qm)
     row = {
         "method": spec.name,

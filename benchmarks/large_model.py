@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import gc
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,16 +24,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_label, write_json  # noqa: E402
+from common import machine_label, status_kb, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.model_io import load_model  # noqa: E402
 from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa: E402
 from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
-
-
-def _kb(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
 def main() -> None:
@@ -63,11 +58,11 @@ def main() -> None:
     spec = parse_method(args.method)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark from here on
-    rss0 = _kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     t = time.perf_counter()
     qm = quantize_model(lm.model, spec, tokenizer=lm.tokenizer)
     quantize_s = time.perf_counter() - t
-    peak = _kb("VmHWM")
+    peak = status_kb("VmHWM")
     rep = storage_report(lm.model, spec, qm)
     seeds = []
     for s in range(args.seeds if spec.noisy else 1):

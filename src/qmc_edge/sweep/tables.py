@@ -69,17 +69,15 @@ def payloads(store: Store | str | Path, sweep: str | None = None) -> list[dict]:
     for r in st.read().to_pylist():
         if sweep is None or r["sweep"] == sweep:
             by_key.setdefault(r["key"], []).append(r)
-    latest: dict[tuple[str, str, str], dict] = {}
+    latest: dict[tuple[str, str, str], tuple[dict, dict]] = {}  # -> (point row, its first store row)
     for rows in by_key.values():
         rows.sort(key=lambda r: (r["seed"] is None, r["seed"] or 0))
         row = _point_row(rows)
         ident = (rows[0]["sweep"], rows[0]["model_source"], row["method_text"])
-        if ident not in latest or latest[ident]["date"] <= row["date"]:
-            latest[ident] = {**row, "_sweep": rows[0]["sweep"], "_source": rows[0]["model_source"], "_r0": rows[0]}
+        if ident not in latest or latest[ident][0]["date"] <= row["date"]:
+            latest[ident] = (row, rows[0])
     out: dict[tuple[str, str], dict] = {}
-    for (sw, source, _), row in sorted(latest.items(), key=lambda kv: kv[1]["date"]):
-        r0 = row.pop("_r0")
-        row.pop("_sweep"), row.pop("_source")
+    for (sw, source, _), (row, r0) in sorted(latest.items(), key=lambda kv: kv[1][0]["date"]):
         d = out.setdefault(
             (sw, source),
             {
