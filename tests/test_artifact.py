@@ -40,6 +40,7 @@ METHODS = [
     "qmc:bits=3,cell_bits=1",
     "qmc:bits=2,cell_bits=2",
     "qmc:bits=2,cell_bits=3,mram_ber=0.01",
+    "qmc:bits=3,cell_bits=3,level_map=true,target_age=1d,age=1d",
     "qmc:bits=4,cell_bits=3,rho=0,quantize_embeddings=true",
     "qmc:bits=3,cell_bits=3,outlier_code=offset,outlier_bits=4,mram_ber=0.01",
     "qmc:bits=3,cell_bits=3,read_share=0.5,age=1h",
@@ -95,7 +96,12 @@ def test_round_trip_bit_exact(tiny_lm, tmp_path, method):
             assert torch.equal(got.outliers.index, qt.outliers.index)
             assert torch.equal(got.outliers.codes, qt.outliers.codes) and got.outliers.scale == qt.outliers.scale
             assert got.outliers.offset == qt.outliers.offset
+        assert (got.level_map is None) == (qt.level_map is None)
+        if qt.level_map is not None:
+            assert torch.equal(got.level_map, qt.level_map)
         assert torch.equal(loaded[name], qt.dequantize()), name
+    if "level_map=true" in method:
+        assert any(qt.level_map is not None for qt in qm.tensors.values()), "no tensor took a level map"
     # A noise realisation for a seed is the in-memory one, bit for bit; restore() undoes it.
     _dense_fp16(tiny_lm.model, set(qm.tensors))
     qm.realise(tiny_lm.model, 7)
@@ -159,7 +165,9 @@ def _data_bytes(path: Path) -> tuple[int, int]:
     return total, arrays
 
 
-@pytest.mark.parametrize("method", ["rtn4", "mxint4", "emem:bits=3,cell_bits=2", "qmc3", "qmc2"])
+@pytest.mark.parametrize(
+    "method", ["rtn4", "mxint4", "emem:bits=3,cell_bits=2", "qmc3", "qmc2", "qmc:level_map=true,target_age=1d"]
+)
 def test_bytes_on_disk_match_storage_report(tiny_lm, tmp_path, method):
     """Payload = report bits / 8, up to one padding byte per array and two documented excesses:
     fp32 scales where the in-memory scales are not fp16-exact, and a float64 outlier scale."""

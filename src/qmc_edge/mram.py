@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .devices import MRAMBitFlips
+from .level_map import inverse
 
 if TYPE_CHECKING:
     from .qtensor import QuantizedTensor
@@ -159,6 +160,8 @@ def _layout(qt: QuantizedTensor) -> dict[str, tuple[int, int]]:
             f["outlier_offset"] = (1, 16)
         f["outlier_cols"] = (o.count, col_bits(in_f))
         f["outlier_counts"] = (out_f, count_bits(in_f))
+    if qt.level_map is not None:  # the decoder's table, physical code -> logical code (qmc_edge.level_map)
+        f["level_map"] = (qt.level_map.numel(), qt.inliers.bits)
     return {k: v for k, v in f.items() if v[0] * v[1] > 0}
 
 
@@ -254,6 +257,8 @@ def _stored(qt: QuantizedTensor, name: str) -> torch.Tensor:
         return o.index.to(torch.int64) % in_f
     if name == "outlier_counts":
         return torch.bincount(o.index.to(torch.int64) // in_f, minlength=out_f)
+    if name == "level_map":
+        return inverse(qt.level_map).to(torch.int64)
     raise KeyError(name)
 
 
@@ -350,6 +355,7 @@ class MRAMRead:
     zero: torch.Tensor  # (out, n_groups) float32, decoded
     outlier_index: torch.Tensor | None = None  # flat positions written (unique), or None
     outlier_values: torch.Tensor | None = None  # float32 values written there
+    level_inverse: torch.Tensor | None = None  # physical -> logical code table as read, or None
 
     def report(self) -> dict[str, dict[str, int]]:
         """Counts per field (bits, flips, SECDED word outcomes), e.g. for a benchmark's JSON."""
@@ -409,6 +415,8 @@ def read_mram(qt: QuantizedTensor, mram: MRAMBitFlips, generator: torch.Generato
     layout = _layout(qt)
     inl = qt.inliers
     res = MRAMRead(ecc=ecc, fields={}, scale=inl.scale, zero=inl.zero)
+    if qt.level_map is not None:
+        res.level_inverse = inverse(qt.level_map).to(torch.int64)
     o = qt.outliers
     if o is not None and o.count:
         res.outlier_index, res.outlier_values = o.index, o.values()
@@ -458,6 +466,8 @@ def _decode_fields(qt: QuantizedTensor, res: MRAMRead) -> None:
     """Decoded values of the fields that changed (the others keep their exact in-memory values)."""
     f = res.fields
     inl, o = qt.inliers, qt.outliers
+    if (fr := f.get("level_map")) is not None and fr.changed.numel():
+        res.level_inverse = fr.read.to(torch.int64)  # b-bit entries: a flipped one is still a code
     if (fr := f.get("scales")) is not None and fr.changed.numel():
         bits = fr.read[fr.changed]
         res.scale = inl.scale.clone()

@@ -14,9 +14,11 @@ Per weight tensor, without retraining or calibration data:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .cells import code_error_moments
+from . import level_map as lm
+from .cells import code_error_moments, code_transition_matrix
 from .devices import DeviceModel
 from .qtensor import OUTLIER_CODES, OutlierTable, QuantizedTensor
 from .uniform import clip_grid, quantize_uniform
@@ -79,10 +81,13 @@ def quantize_qmc(
     noise_aware: bool = True,
     cell_layout: str = "left",
     outlier_code: str = "symmetric",
+    level_map: bool = False,
 ) -> QuantizedTensor:
     """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers (the
-    clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
-    holds its bits (:mod:`qmc_edge.cells`)."""
+        clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
+        holds its bits (:mod:`qmc_edge.cells`). ``level_map``: also choose the code-to-level permutation of
+    least expected read error (:mod:`qmc_edge.level_map`) jointly with the clip search (see
+    :func:`_with_level_map`); on an ideal device the identity is kept and no table is stored."""
     w = w.detach().float()
     idx = outlier_positions(w, rho)
     mask = torch.ones(w.numel(), dtype=torch.bool)
@@ -91,6 +96,9 @@ def quantize_qmc(
     inl = quantize_uniform(
         w, bits, group_size, inlier_mask=mask.reshape(w.shape), clip_ratios=clip_grid(n_clip), moments=moments
     )
+    perm = None
+    if level_map and not device.is_ideal:
+        inl, perm = _with_level_map(w, inl, mask.reshape(w.shape), device, cell_layout, n_clip, noise_aware)
     return QuantizedTensor(
         shape=tuple(w.shape),
         inliers=inl,
@@ -99,4 +107,47 @@ def quantize_qmc(
         meta_memory="mram",
         cell_layout=cell_layout,
         outliers=outlier_table(idx, w.reshape(-1)[idx], outlier_bits, outlier_code),
+        level_map=perm,
     )
+
+
+def _stats(w, inl, mask):
+    return lm.code_weights(w, inl.codes, inl.scale, inl.zero, inl.group_size, mask, 2**inl.bits)
+
+
+def _with_level_map(w, inl, mask, device, cell_layout, n_clip, noise_aware):
+    """The code-to-level permutation and the grid chosen together: the best permutation for the codes
+    of the plain search, the clip search again under that permutation's moments (with
+    ``noise_aware``), and the best permutation for its codes; the candidate of least expected error
+    (deterministic + read) wins, so the result is never worse than the identity assignment."""
+    p = code_transition_matrix(inl.bits, device, cell_layout, None)
+    ident = np.arange(2**inl.bits)
+    st = _stats(w, inl, mask)
+    perm = lm.best_level_map(p, *st)
+    cands = [(inl, ident, st), (inl, perm, st)]
+    if noise_aware and not np.array_equal(perm, ident):
+        inl2 = quantize_uniform(
+            w, inl.bits, inl.group_size, inlier_mask=mask, clip_ratios=clip_grid(n_clip), moments=lm.moments(p, perm)
+        )
+        st2 = _stats(w, inl2, mask)
+        cands += [(inl2, perm, st2), (inl2, lm.best_level_map(p, *st2), st2)]
+    # least total expected error (deterministic + reads); min keeps the first, the identity, on ties
+    best = min(cands, key=lambda c: c[2][2] + lm.noise_cost(p, c[1], c[2][0], c[2][1]))
+    if np.array_equal(best[1], ident):
+        return best[0], None  # the plain assignment: no table to store
+    return best[0], torch.from_numpy(best[1].astype(np.uint8))
+
+
+def refit_level_map(w: torch.Tensor, qt: QuantizedTensor, device: DeviceModel) -> None:
+    """Choose ``qt``'s code-to-level permutation again for its current codes and grid (after a
+    rounding that changed the codes, e.g. GPTQ); the identity when nothing beats it."""
+    if device.is_ideal or qt.code_memory != "reram":
+        return
+    inl = qt.inliers
+    mask = torch.ones(qt.numel, dtype=torch.bool)
+    if qt.outliers is not None:
+        mask[qt.outliers.index] = False
+    mask = mask.reshape(qt.shape)
+    p = code_transition_matrix(inl.bits, device, qt.cell_layout, None)
+    perm = lm.best_level_map(p, *_stats(w.detach().float(), inl, mask))
+    qt.level_map = None if np.array_equal(perm, np.arange(2**inl.bits)) else torch.from_numpy(perm.astype(np.uint8))

@@ -23,6 +23,7 @@ import torch
 
 from .cells import cells_per_code, read_codes
 from .devices import DeviceModel, MRAMBitFlips
+from .level_map import inverse
 from .mram import ECC_MODES, ecc_check_bits, effective_ecc, read_mram
 from .uniform import UniformCodes
 
@@ -107,6 +108,9 @@ class QuantizedTensor:
     # (the device-independent even spread over the range, see qmc_edge.cells).
     cell_layout: str = "left"
     mram_ecc: str = "none"  # "secded": Hamming(72,64) per 64-bit word of each MRAM field (qmc_edge.mram)
+    # Code-to-level permutation (qmc_edge.level_map): logical code q is stored as physical code
+    # level_map[q]; None = the plain assignment. Kept in MRAM beside the scales.
+    level_map: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:
@@ -131,17 +135,27 @@ class QuantizedTensor:
         ``mram.ber == 0`` nothing is drawn and nothing changes.
         """
         codes = self.inliers.codes
+        lmap = None if self.level_map is None else self.level_map.long()
+        phys = None  # the physical codes a ReRAM read returned, still to decode through the table
         if device is not None and self.code_memory == "reram" and not device.is_ideal:
-            codes = read_codes(codes, self.inliers.bits, device, generator, self.cell_layout, None, read_generator)
+            phys = codes if lmap is None else lmap[codes.long()].to(codes.dtype)
+            phys = read_codes(phys, self.inliers.bits, device, generator, self.cell_layout, None, read_generator)
         in_mram = mram is not None and self.meta_memory == "mram"
         if in_mram:
             effective_ecc(self, mram)  # a mismatched ECC is a bug even when nothing flips
         if in_mram and mram.ber > 0:
             r = read_mram(self, mram, generator)
+            if r.level_inverse is not None:  # every read decodes through the (possibly faulty) table
+                phys = lmap[codes.long()] if phys is None else phys
+                codes = r.level_inverse[phys.long()].to(codes.dtype)
+            elif phys is not None:
+                codes = phys
             w = replace(self.inliers, scale=r.scale, zero=r.zero).dequantize(codes)
             if r.outlier_index is not None:
                 w.view(-1)[r.outlier_index] = r.outlier_values
             return w
+        if phys is not None:
+            codes = phys if lmap is None else inverse(lmap)[phys.long()].to(codes.dtype)
         w = self.inliers.dequantize(codes)
         if self.outliers is not None and self.outliers.count:
             w.view(-1)[self.outliers.index] = self.outliers.values()
@@ -171,6 +185,8 @@ class QuantizedTensor:
             col_bits = max(1, math.ceil(math.log2(in_f)))
             cnt_bits = max(1, math.ceil(math.log2(in_f + 1)))
             s.components["outlier_index"] = (self.meta_memory, k * col_bits + out_f * cnt_bits)
+        if self.level_map is not None:
+            s.components["level_map"] = (self.meta_memory, self.level_map.numel() * b)
         if self.mram_ecc not in ECC_MODES:
             raise ValueError(f"mram_ecc must be one of {', '.join(ECC_MODES)}, got {self.mram_ecc!r}")
         if self.meta_memory == "mram" and self.mram_ecc != "none":

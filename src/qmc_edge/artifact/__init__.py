@@ -15,7 +15,9 @@ Layout of an artifact directory (format ``qmc-edge-artifact`` version 1)::
     mram.safetensors     outlier table: <name>.outlier_codes (symmetric codes + 2**(b-1), packed
                          at b bits), CSR positions <name>.outlier_counts (per row,
                          ceil(log2(in+1)) bits) and <name>.outlier_cols (per outlier,
-                         ceil(log2(in)) bits), <name>.outlier_scale (float64, the exact value)
+                         ceil(log2(in)) bits), <name>.outlier_scale (float64, the exact value);
+                         <name>.level_map: the code-to-level permutation (logical code -> physical
+                         code at b bits each) when the tensor has one (qmc_edge.level_map)
     dense.safetensors    unquantized tensors (embeddings, norms, head; tied ones once; as the
                          method left them, e.g. AWQ's folded norms) in ``dense_dtype`` (fp16 by
                          default, as the storage report counts them)

@@ -128,7 +128,8 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
     if tuple(codes.shape) != tuple(qt.shape) or codes.dtype != torch.uint8:
         raise QMCError(f"cannot export {name}: codes are {codes.dtype} {tuple(codes.shape)}, expected uint8 {qt.shape}")
     if qt.code_memory == "reram":
-        cells = codes_to_cells(codes, inl.bits, qt.cell_bits, qt.cell_layout)  # (out, in, k), MSB cell first
+        phys = codes if qt.level_map is None else qt.level_map.to(torch.uint8)[codes.long()]  # qmc_edge.level_map
+        cells = codes_to_cells(phys, inl.bits, qt.cell_bits, qt.cell_layout)  # (out, in, k), MSB cell first
         files["reram.safetensors"][name] = _u8(pack_bits(_np(cells), qt.cell_bits))
     else:
         files["codes.safetensors"][name] = _u8(pack_bits(_np(codes), inl.bits))
@@ -148,6 +149,8 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
         h = z.to(torch.float16)
         zero_enc = "float16" if torch.equal(h.to(z.dtype), z) else "float32"
         files["meta.safetensors"][f"{name}.zero"] = (h if zero_enc == "float16" else z.to(torch.float32)).contiguous()
+    if qt.level_map is not None:  # logical code -> physical code, packed at b bits
+        files["mram.safetensors"][f"{name}.level_map"] = _u8(pack_bits(_np(qt.level_map).astype(np.int64), inl.bits))
     outl = None
     if qt.outliers is not None:
         o = qt.outliers
@@ -184,6 +187,7 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
         outliers=outl,
         mram_ecc=qt.mram_ecc,
         cell_layout=qt.cell_layout if qt.code_memory == "reram" else "left",
+        level_map=qt.level_map is not None,
     )
 
 

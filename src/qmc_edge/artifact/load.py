@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from ..cells import cells_per_code, cells_to_codes, codes_to_cells
 from ..errors import QMCError
 from ..fileio import sha256_file
+from ..level_map import inverse, is_permutation
 from ..loaded import LoadedModel
 from ..methods import MethodSpec, spec_from_dict
 from ..qmodel import QuantizedModel
@@ -231,6 +232,8 @@ def _expected(entries: list[TensorEntry]) -> dict[str, dict[str, tuple[torch.dty
             m[f"{e.name}.outlier_scale"] = (torch.float64, (1,))
             if o.code == "offset":
                 m[f"{e.name}.outlier_offset"] = (torch.float64, (1,))
+        if e.level_map:
+            exp["mram.safetensors"][f"{e.name}.level_map"] = (torch.uint8, (packed_nbytes(2**e.bits, e.bits),))
     return exp
 
 
@@ -280,6 +283,7 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
     out_f, in_f = e.shape
     n = out_f * in_f
     code_file = "reram.safetensors" if e.code_memory == "reram" else "codes.safetensors"
+    lmap = _level_map(root, e, files)
     with _file(root, code_file):
         if e.code_memory == "reram":
             k = cells_per_code(e.bits, e.cell_bits)
@@ -288,6 +292,8 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
             codes = cells_to_codes(cells, e.bits, e.cell_bits, e.cell_layout)
             if not torch.equal(codes_to_cells(codes, e.bits, e.cell_bits, e.cell_layout), cells):
                 raise _Bad(f"tensor {e.name}: cell levels that no {e.bits}-bit code maps to")
+            if lmap is not None:
+                codes = inverse(lmap)[codes.long()]
             codes = codes.to(torch.uint8)
         else:
             codes = unpack_bits(files[code_file][e.name].numpy(), e.bits, n)
@@ -349,7 +355,21 @@ def _decode(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]
         outliers=outliers,
         mram_ecc=e.mram_ecc,
         cell_layout=e.cell_layout,
+        level_map=lmap,
     )
+
+
+def _level_map(root: Path, e: TensorEntry, files: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor | None:
+    """The tensor's code-to-level permutation, checked to be one (None when it has none)."""
+    if not e.level_map:
+        return None
+    if e.code_memory != "reram":
+        raise _Bad(f"tensor {e.name}: level_map is set but its codes are not in ReRAM")
+    with _file(root, "mram.safetensors"):
+        t = torch.from_numpy(unpack_bits(files["mram.safetensors"][f"{e.name}.level_map"].numpy(), e.bits, 2**e.bits))
+        if not is_permutation(t, 2**e.bits):
+            raise _Bad(f"tensor {e.name}: level_map is not a permutation of the {2**e.bits} codes")
+    return t.to(torch.uint8)
 
 
 def read_artifact(path: str | os.PathLike) -> ArtifactContents:

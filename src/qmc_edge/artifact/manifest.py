@@ -76,6 +76,9 @@ class TensorEntry(_Strict):
     mram_ecc: Literal["none", "secded"] = "none"
     # Placement of a partial last ReRAM cell (qmc_edge.cells); written only when not "left".
     cell_layout: Literal["left", "spread"] = "left"
+    # Whether the ReRAM cells hold the codes through a code-to-level permutation (qmc_edge.level_map),
+    # kept in mram.safetensors as "<name>.level_map"; written only when true.
+    level_map: bool = False
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler):
@@ -84,6 +87,8 @@ class TensorEntry(_Strict):
             del data["mram_ecc"]
         if data.get("cell_layout") == "left":
             del data["cell_layout"]
+        if not data.get("level_map"):
+            data.pop("level_map", None)
         return data
 
 

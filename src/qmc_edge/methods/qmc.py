@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ..errors import QMCError
-from ..qmc import quantize_qmc
+from ..qmc import quantize_qmc, refit_level_map
 from ..qmodel import QuantizedModel
 from ..qtensor import QuantizedTensor
 from ..torch_device import model_device
@@ -86,6 +86,9 @@ class QMC(ReRAMOptions, TensorMethod):
     )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search")
+    level_map: bool = Field(
+        False, description="per tensor, the code-to-cell-level permutation of least expected read error"
+    )
     rounding: Literal["nearest", "gptq"] = Field(
         "nearest", description="inlier rounding: nearest, or gptq (error compensation on calibration text)"
     )
@@ -153,8 +156,14 @@ class QMC(ReRAMOptions, TensorMethod):
             noise_aware=self.noise_aware,
             cell_layout=self.layout,
             outlier_code=self.outlier_code,
+            level_map=self.level_map,
         )
         return self.tag_mram(qt)
+
+    def _refit_level_map(self, w: torch.Tensor, qt: QuantizedTensor) -> None:
+        """After GPTQ has re-rounded the codes: the best permutation for the codes it chose."""
+        if self.level_map:
+            refit_level_map(w, qt, self.device(for_search=True))
 
     def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
         k = round(self.rho * shape[0] * shape[1])
@@ -177,6 +186,7 @@ class QMC(ReRAMOptions, TensorMethod):
         codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, outliers=ot)
         info.pop("row_loss")
         qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
+        self._refit_level_map(w, qt)
         return qt, info
 
     def gptq_tensors(self, ws: list[torch.Tensor], hessian: torch.Tensor) -> list[tuple[QuantizedTensor, dict]]:
@@ -210,6 +220,7 @@ class QMC(ReRAMOptions, TensorMethod):
         out = []
         for qt, c, oc, lo in zip(qts, codes.split(rows), ocodes.split(rows), row_loss.split(rows), strict=True):
             qt.inliers.codes, qt.outliers.codes = c.contiguous(), oc.reshape(-1)[qt.outliers.index]
+            self._refit_level_map(ws[len(out)], qt)
             out.append((qt, {**info, "gptq_loss": float(lo.sum())}))
         return out
 
