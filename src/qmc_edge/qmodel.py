@@ -59,16 +59,18 @@ class QuantizedModel:
             raise ValueError(f"read must be >= 0, got {read}")
         params = dict(model.named_parameters(remove_duplicate=False))
         noisy = seed is not None and self.spec.noisy
-        device = self.spec.device() if noisy and self.spec.uses_reram else None
+        devices = self._devices() if noisy and self.spec.uses_reram else {}
         mram = self.spec.mram() if noisy else None
-        rereads = noisy and device is not None and device.rereads
+        rereads = any(d.rereads for d in devices.values())
 
         def one(name: str) -> None:
             # Each tensor draws from its own generators, so the threads of map_tensors cannot change a read.
             gen = torch.Generator().manual_seed(seed_for(seed, name)) if noisy else None
             rgen = torch.Generator().manual_seed(seed_for(seed, f"{name}\0read {read}")) if rereads else None
             with torch.no_grad():  # thread-local: set in the worker
-                w = self.tensors[name].dequantize(device, mram, gen, rgen)
+                qt = self.tensors[name]
+                device = devices.get(qt.cell_bits) if qt.code_memory == "reram" else None
+                w = qt.dequantize(device, mram, gen, rgen if device is not None and device.rereads else None)
                 if name not in self.reference:  # the original, kept the first time it is overwritten
                     self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w.to(params[name].dtype))
@@ -79,6 +81,17 @@ class QuantizedModel:
                 if name not in self.reference:
                     self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w)
+
+    def _devices(self) -> dict:
+        """The ReRAM read model per bits-per-cell that the tensors use: the spec's device, in cells of
+        each tensor's size (a budget gives tensors different cells)."""
+        cells = {qt.cell_bits for qt in self.tensors.values() if qt.code_memory == "reram"}
+        base = getattr(self.spec, "cell_bits", None)
+        out = {}
+        for c in cells:
+            spec = self.spec if c == base or base is None else self.spec.model_copy(update={"cell_bits": c})
+            out[c] = spec.device()
+        return out
 
     def restore(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters(remove_duplicate=False))

@@ -94,10 +94,19 @@ def storage_report(model: torch.nn.Module, spec: MethodSpec, qm: QuantizedModel 
         "bits_by_memory": {**memory, "unquantized_fp16_dram": rest_bits},
         "reram_cells": cells,
         "reram_cells_under_outliers": under,
-        "reram_bits_per_cell": spec.cell_bits_used,
+        "reram_bits_per_cell": _bits_per_cell(spec, qm, memory.get("reram", 0), cells),
         "outliers": sum(qt.outliers.count for qt in qm.tensors.values() if qt.outliers) if qm else 0,
         "quantized_layers_MB": q_bits / 8e6,
         "model_MB": total_bits / 8e6,
         "compression_quantized_layers": FP16_BITS / eff if q_params else 1.0,
         "compression_whole_model": total_params * FP16_BITS / total_bits,
     }
+
+
+def _bits_per_cell(spec: MethodSpec, qm: QuantizedModel | None, reram_bits: int, cells: int) -> float | int | None:
+    """The spec's bits per cell, or, when tensors use cells of different sizes (a budget), the mean
+    over cells (ReRAM bits / cells), which is what the area of the array divides by."""
+    sizes = {qt.cell_bits for qt in qm.tensors.values() if qt.code_memory == "reram"} if qm else set()
+    if len(sizes) <= 1:
+        return next(iter(sizes)) if sizes else spec.cell_bits_used
+    return reram_bits / cells

@@ -92,6 +92,13 @@ class QMC(ReRAMOptions, TensorMethod):
     rounding: Literal["nearest", "gptq"] = Field(
         "nearest", description="inlier rounding: nearest, or gptq (error compensation on calibration text)"
     )
+    budget: float | None = Field(
+        None,
+        description="whole-model bits per parameter (embeddings included): per tensor bits, cells, rho or FP16",
+    )
+    sensitivity: Literal["self", "calibration", "uniform"] = Field(
+        "self", description="budget weights: Fisher on self-generated text, on calibration text, or none"
+    )
     ideal_memory: bool = ideal_field()
     mram_ber: float = mram_ber_field()
     mram_ecc: Literal["none", "secded"] = mram_ecc_field()
@@ -102,13 +109,17 @@ class QMC(ReRAMOptions, TensorMethod):
 
     summary = "outlier split + noise-aware clipping; rounding=gptq for QMC+GPTQ (calibrated)"
     stored_in = "inliers in ReRAM, outliers/scales in MRAM"
-    shown = frozenset({"bits", "group_size", "rho", "cell_bits", "noise_aware", "rounding", "ideal_memory"})
+    shown = frozenset(
+        {"bits", "group_size", "rho", "cell_bits", "noise_aware", "rounding", "ideal_memory", "budget", "sensitivity"}
+    )
     implied = {"calib_samples": CALIB_SAMPLES, "calib_len": CALIB_LEN}
 
     @model_validator(mode="before")
     @classmethod
     def _calibration(cls, data: Any) -> Any:
-        applies = isinstance(data, dict) and data.get("rounding") == "gptq"
+        applies = isinstance(data, dict) and (
+            data.get("rounding") == "gptq" or (data.get("budget") is not None and data.get("sensitivity") == "calibration")
+        )
         return fill_calibration(data, applies, "qmc with rounding=gptq")
 
     @model_validator(mode="after")
@@ -126,10 +137,29 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.rounding == "gptq" and self.quantize_embeddings:
             raise ValueError("rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
         check_calibration(self.calib_samples, self.calib_len)
+        if self.budget is not None:
+            if not 1.0 <= self.budget <= 16.0:
+                raise ValueError(f"budget is whole-model bits per parameter, in [1, 16]; got {self.budget:g}")
+            if self.rounding == "gptq":
+                raise ValueError("budget works with rounding=nearest (per-tensor options are searched without calibration)")
+        elif self.sensitivity != "self":
+            raise ValueError("sensitivity weights the budget search; it needs budget=...")
         return self
+
+    @property
+    def quantizes_embeddings(self) -> bool:
+        """A budget counts every parameter, so the embeddings and head are candidates too."""
+        return self.quantize_embeddings or self.budget is not None
+
+    def for_option(self, opt: Any) -> QMC:
+        """This spec with one tensor's budget option (bits, bits per cell, rho) and no budget."""
+        return self.model_copy(update={"bits": opt.bits, "cell_bits": opt.cell_bits, "rho": opt.rho, "budget": None})
 
     def base_name(self) -> str:
         na = "" if self.noise_aware else " no-NA"
+        if self.budget is not None:
+            ideal = " ideal" if self.ideal_memory else ""
+            return f"QMC budget={self.budget:g}b {group_label(self.group_size)} ({self.sensitivity}){na}{ideal}"
         ideal = " ideal" if self.ideal_memory else ""
         qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
         g = group_label(self.group_size)
@@ -138,10 +168,6 @@ class QMC(ReRAMOptions, TensorMethod):
     @property
     def uses_reram(self) -> bool:
         return True
-
-    @property
-    def calibrated(self) -> bool:
-        return self.rounding == "gptq"
 
     def quantize_tensor(self, w: torch.Tensor) -> QuantizedTensor:
         """The outlier split and noise-aware grid with round-to-nearest inliers."""
@@ -166,6 +192,11 @@ class QMC(ReRAMOptions, TensorMethod):
             refit_level_map(w, qt, self.device(for_search=True))
 
     def expected_layout(self, shape: tuple[int, int]) -> dict[str, object]:
+        if self.budget is not None:  # bits, cells and outliers are each tensor's own (in its entry)
+            lay = super().expected_layout(shape)
+            for key in ("bits", "cell_bits", "outlier_bits", "outlier_code"):
+                lay.pop(key, None)
+            return lay
         k = round(self.rho * shape[0] * shape[1])
         return {
             **super().expected_layout(shape),
@@ -224,7 +255,17 @@ class QMC(ReRAMOptions, TensorMethod):
             out.append((qt, {**info, "gptq_loss": float(lo.sum())}))
         return out
 
+    @property
+    def calibrated(self) -> bool:
+        return self.rounding == "gptq" or (self.budget is not None and self.sensitivity == "calibration")
+
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
+        if self.budget is not None:
+            from ..budget import quantize_budget
+
+            t0 = time.perf_counter()
+            tensors, info = quantize_budget(self, model, names, tokenizer, progress)
+            return QuantizedModel(self, {n: self.tag_mram(qt) for n, qt in tensors.items()}, time.perf_counter() - t0, info=info)
         return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
 
 
