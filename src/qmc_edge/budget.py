@@ -82,18 +82,31 @@ def skeleton_bits(shape: tuple[int, int], spec, opt: Option) -> int:
     g = spec.group_size if spec.group_size and spec.group_size < in_f else in_f
     ng = -(-in_f // g)
     inl = UniformCodes(
-        codes=torch.zeros(shape, dtype=torch.uint8), scale=torch.ones(out_f, ng), zero=torch.zeros(out_f, ng),
-        bits=opt.bits, group_size=g,
+        codes=torch.zeros(shape, dtype=torch.uint8),
+        scale=torch.ones(out_f, ng),
+        zero=torch.zeros(out_f, ng),
+        bits=opt.bits,
+        group_size=g,
     )
     k = round(opt.rho * out_f * in_f)
     ot = OutlierTable(
-        index=torch.arange(k, dtype=torch.int64), codes=torch.zeros(k, dtype=torch.int16), scale=1.0,
-        bits=spec.outlier_bits, offset=0.0 if spec.outlier_code == "offset" else None,
+        index=torch.arange(k, dtype=torch.int64),
+        codes=torch.zeros(k, dtype=torch.int16),
+        scale=1.0,
+        bits=spec.outlier_bits,
+        offset=0.0 if spec.outlier_code == "offset" else None,
     )
     lmap = torch.arange(2**opt.bits, dtype=torch.uint8) if spec.level_map else None
     qt = QuantizedTensor(
-        shape=shape, inliers=inl, code_memory="reram", cell_bits=opt.cell_bits, meta_memory="mram",
-        outliers=ot, mram_ecc=spec.mram_ecc, cell_layout=spec.layout, level_map=lmap,
+        shape=shape,
+        inliers=inl,
+        code_memory="reram",
+        cell_bits=opt.cell_bits,
+        meta_memory="mram",
+        outliers=ot,
+        mram_ecc=spec.mram_ecc,
+        cell_layout=spec.layout,
+        level_map=lmap,
     )
     return qt.storage().total
 
@@ -176,8 +189,9 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
     limit = math.floor(spec.budget * total)
     fixed = 16 * (total - sum(params[n].numel() for n in names))  # parameters never quantized
     shapes = {n: tuple(params[n].shape) for n in names}
-    floor_bits = fixed + sum(min([16 * math.prod(shapes[n])] + [skeleton_bits(shapes[n], spec, o) for o in OPTIONS])
-                             for n in names)
+    floor_bits = fixed + sum(
+        min([16 * math.prod(shapes[n])] + [skeleton_bits(shapes[n], spec, o) for o in OPTIONS]) for n in names
+    )
     if floor_bits > limit:
         raise QMCError(
             f"budget={spec.budget:g} bits per parameter is below what QMC's options reach on this model "
@@ -219,8 +233,10 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
     for n in names:
         if chosen[n].option is None:
             tick()
-    used = fixed + sum(qt.storage().total for qt in tensors.values()) + sum(
-        16 * params[n].numel() for n in names if chosen[n].option is None
+    used = (
+        fixed
+        + sum(qt.storage().total for qt in tensors.values())
+        + sum(16 * params[n].numel() for n in names if chosen[n].option is None)
     )
     info = {
         "budget": {

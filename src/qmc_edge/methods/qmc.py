@@ -86,6 +86,9 @@ class QMC(ReRAMOptions, TensorMethod):
     )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search")
+    descent: int = Field(
+        0, description="coordinate-descent steps on codes and scales after the clip search, read error included"
+    )
     level_map: bool = Field(
         False, description="per tensor, the code-to-cell-level permutation of least expected read error"
     )
@@ -118,7 +121,8 @@ class QMC(ReRAMOptions, TensorMethod):
     @classmethod
     def _calibration(cls, data: Any) -> Any:
         applies = isinstance(data, dict) and (
-            data.get("rounding") == "gptq" or (data.get("budget") is not None and data.get("sensitivity") == "calibration")
+            data.get("rounding") == "gptq"
+            or (data.get("budget") is not None and data.get("sensitivity") == "calibration")
         )
         return fill_calibration(data, applies, "qmc with rounding=gptq")
 
@@ -131,6 +135,8 @@ class QMC(ReRAMOptions, TensorMethod):
             raise ValueError(f"rho must be in [0, 0.5], got {self.rho}")
         if not 2 <= self.outlier_bits <= 16:
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
+        if not 0 <= self.descent <= 100:
+            raise ValueError(f"descent is a number of steps in 0..100, got {self.descent}")
         if self.n_clip < 1:
             raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
         check_mram(self.mram_ber)
@@ -141,7 +147,9 @@ class QMC(ReRAMOptions, TensorMethod):
             if not 1.0 <= self.budget <= 16.0:
                 raise ValueError(f"budget is whole-model bits per parameter, in [1, 16]; got {self.budget:g}")
             if self.rounding == "gptq":
-                raise ValueError("budget works with rounding=nearest (per-tensor options are searched without calibration)")
+                raise ValueError(
+                    "budget works with rounding=nearest (per-tensor options are searched without calibration)"
+                )
         elif self.sensitivity != "self":
             raise ValueError("sensitivity weights the budget search; it needs budget=...")
         return self
@@ -183,6 +191,7 @@ class QMC(ReRAMOptions, TensorMethod):
             cell_layout=self.layout,
             outlier_code=self.outlier_code,
             level_map=self.level_map,
+            descent=self.descent,
         )
         return self.tag_mram(qt)
 
@@ -265,7 +274,9 @@ class QMC(ReRAMOptions, TensorMethod):
 
             t0 = time.perf_counter()
             tensors, info = quantize_budget(self, model, names, tokenizer, progress)
-            return QuantizedModel(self, {n: self.tag_mram(qt) for n, qt in tensors.items()}, time.perf_counter() - t0, info=info)
+            return QuantizedModel(
+                self, {n: self.tag_mram(qt) for n, qt in tensors.items()}, time.perf_counter() - t0, info=info
+            )
         return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
 
 

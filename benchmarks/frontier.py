@@ -1,0 +1,214 @@
+"""The accuracy-versus-size frontier, rendered from the results store (no measurement here).
+
+Reads the points of the sweeps benchmarks/sweeps/frontier.yaml (and frontier-lib.yaml, the GPTQ rows
+run in the llm-compressor environment) from benchmarks/store and writes:
+
+- benchmarks/results/frontier.json: one row per (model, method configuration): model, method,
+  family, whole_model_bits, bits_per_weight, memory (ideal or reram), ppl (mean over seeds),
+  ppl_std, seeds, fp_ppl, on_frontier (no other row of the same memory is both smaller and better);
+- benchmarks/results/frontier_<model>.png: perplexity against whole-model bits, one line per method
+  family, noisy ReRAM solid and ideal memory dashed, FP as a horizontal line;
+- benchmarks/frontier.md: the table and the plot, with the targets of the issue checked against the
+  rows, for BENCHMARKS.md (python benchmarks/render.py includes it).
+
+Run:  python benchmarks/frontier.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from qmc_edge.sweep.tables import payloads
+
+HERE = Path(__file__).resolve().parent
+STORE = HERE / "store"
+RESULTS = HERE / "results"
+SWEEPS = ("frontier", "frontier-lib")
+
+
+def _family(row: dict) -> str:
+    spec = row["spec"]
+    fam = spec["method"]
+    if fam == "qmc":
+        if spec.get("budget") is not None:
+            extra = [] if spec.get("sensitivity", "self") == "self" else [spec["sensitivity"]]
+            extra += ["level map"] if spec.get("level_map") else []
+            return "QMC budget" + (f" ({', '.join(extra)})" if extra else "")
+        return "QMC+GPTQ" if spec.get("rounding") == "gptq" else "QMC"
+    names = {"rtn": "RTN", "hqq": "HQQ", "gptq": "GPTQ", "awq": "AWQ", "emem": "eMEM-naive", "fp": "FP"}
+    return names.get(fam, fam)
+
+
+def _memory(row: dict) -> str:
+    return "reram" if row["noisy"] or row["spec"].get("reram") else "ideal"
+
+
+def rows() -> list[dict]:
+    out = []
+    for sweep in SWEEPS:
+        for d in payloads(STORE, sweep) if (STORE / "points").is_dir() else []:
+            model = Path(d["model"]).name
+            fp = next((r["ppl_mean"] for r in d["rows"] if r["spec"]["method"] == "fp" and "ppl_mean" in r), None)
+            for r in d["rows"]:
+                if "ppl_mean" not in r:
+                    continue
+                out.append(
+                    {
+                        "model": model,
+                        "sweep": sweep,
+                        "method": r["method"],
+                        "method_text": r["method_text"],
+                        "family": _family(r),
+                        "whole_model_bits": r["whole_model_bits"],
+                        "bits_per_weight": r["effective_bits"],
+                        "memory": _memory(r),
+                        "ppl": r["ppl_mean"],
+                        "ppl_std": r["ppl_std"],
+                        "seeds": len(r["ppl_per_seed"]),
+                        "ppl_per_seed": r["ppl_per_seed"],
+                        "fp_ppl": fp,
+                        "quantize_seconds": r["quantize_seconds"],
+                        "windows": r["eval"]["windows"],
+                        "context": r["eval"]["context"],
+                        "machine": r["machine"],
+                        "date": r["date"],
+                    }
+                )
+    for r in out:  # Pareto: no row of the same model and memory is at most as big and strictly better
+        peers = [p for p in out if p["model"] == r["model"] and p["memory"] == r["memory"] and p is not r]
+        r["on_frontier"] = not any(
+            p["whole_model_bits"] <= r["whole_model_bits"] and p["ppl"] < r["ppl"] for p in peers
+        )
+    return sorted(out, key=lambda r: (r["model"], r["family"], r["memory"], r["whole_model_bits"]))
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot(model: str, rs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    fams = sorted({r["family"] for r in rs if r["family"] != "FP"})
+    colors = dict(zip(fams, plt.cm.tab10.colors * 2, strict=False))
+    for fam in fams:
+        for mem, style in (("reram", "-"), ("ideal", "--")):
+            pts = sorted(
+                (r["whole_model_bits"], r["ppl"], r["ppl_std"]) for r in rs if r["family"] == fam and r["memory"] == mem
+            )
+            if not pts:
+                continue
+            x, y, e = zip(*pts, strict=True)
+            ax.errorbar(
+                x,
+                y,
+                yerr=e,
+                fmt="o" + style,
+                color=colors[fam],
+                ms=4,
+                capsize=2,
+                label=f"{fam} ({'noisy ReRAM' if mem == 'reram' else 'ideal memory'})",
+            )
+    fp = next((r["fp_ppl"] for r in rs if r["fp_ppl"]), None)
+    if fp:
+        ax.axhline(fp, color="k", lw=0.8, label=f"FP ({fp:.1f})")
+        ax.axhline(2 * fp, color="k", lw=0.6, ls=":", label="2x FP")
+    ax.set_xlabel("whole-model bits per parameter (embeddings, head and norms included)")
+    ax.set_ylabel("WikiText-2 perplexity (log)")
+    ax.set_yscale("log")
+    ax.set_xlim(1.8, 8.5)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{model}: perplexity against whole-model size")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def _targets(rs: list[dict]) -> list[str]:
+    """The issue's targets, each checked against the rows (what is reached, as measured)."""
+    lines = []
+    fp = next((r["fp_ppl"] for r in rs if r["fp_ppl"]), None)
+    qmc = [r for r in rs if r["family"].startswith("QMC") and r["memory"] == "reram"]
+    small = [r for r in qmc if r["whole_model_bits"] <= 2.5]
+    if fp and small:
+        b = min(small, key=lambda r: r["ppl"])
+        ok = b["ppl"] <= 2 * fp
+        lines.append(
+            f"- whole model <= 2.5 bits per parameter in noisy ReRAM with perplexity <= 2x FP ({2 * fp:.1f}): "
+            f"best {b['method']} at {b['whole_model_bits']:.3f} bits, {b['ppl']:.1f} = {b['ppl'] / fp:.2f}x FP: "
+            + ("**reached**" if ok else "**missed**")
+        )
+    gptq4 = [r for r in rs if r["family"] == "GPTQ" and r["memory"] == "ideal" and r["method_text"].startswith("gptq4")]
+    near = [r for r in qmc if r["bits_per_weight"] <= 3.4]
+    if gptq4 and near:
+        g, b = gptq4[0], min(near, key=lambda r: r["ppl"])
+        lines.append(
+            f"- <= 3.4 bits per quantized weight, QMC's best in noisy ReRAM within 10% of GPTQ-INT4 in ideal memory "
+            f"({g['ppl']:.1f}): {b['method']} ({b['bits_per_weight']:.2f} bits/weight) {b['ppl']:.1f} = "
+            f"{b['ppl'] / g['ppl']:.2f}x: " + ("**reached**" if b["ppl"] <= 1.1 * g["ppl"] else "**missed**")
+        )
+    return lines
+
+
+def render() -> list[dict]:
+    rs = rows()
+    RESULTS.mkdir(exist_ok=True)
+    _write(RESULTS / "frontier.json", json.dumps(rs, indent=1) + "\n")
+    md = ["## The low-bit frontier: perplexity against whole-model bits", ""]
+    if not rs:
+        md.append("Not measured yet: run `qmc sweep benchmarks/sweeps/frontier.yaml --store benchmarks/store`.")
+    for model in sorted({r["model"] for r in rs}):
+        mr = [r for r in rs if r["model"] == model]
+        png = RESULTS / f"frontier_{Path(model).stem}.png"
+        plot(model, mr, png)
+        r0 = mr[0]
+        md += [
+            f"### {model}",
+            "",
+            f"WikiText-2 test, {r0['windows']} windows of {r0['context']} tokens (the same for every row); "
+            f"noisy rows: mean ± std over seeds (chips). Machine: {r0['machine']}. "
+            f"Reference FP = {r0['fp_ppl']:.2f} (the model as shipped, already quantized upstream). "
+            "`*` = on the frontier of its memory (no smaller row is better). Raw rows: "
+            "`benchmarks/results/frontier.json`.",
+            "",
+            f"![frontier](results/{png.name})",
+            "",
+            "| method | family | memory | whole-model bits | bits/weight | ppl | x FP | seeds |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(mr, key=lambda r: (r["memory"], r["whole_model_bits"])):
+            ppl = f"{r['ppl']:.2f}" + (f" ± {r['ppl_std']:.2f}" if r["seeds"] > 1 else "")
+            star = " *" if r["on_frontier"] else ""
+            md.append(
+                f"| {r['method']}{star} | {r['family']} | {r['memory']} | {r['whole_model_bits']:.3f} | "
+                f"{r['bits_per_weight']:.3f} | {ppl} | {r['ppl'] / r['fp_ppl']:.2f} | {r['seeds']} |"
+            )
+        md += ["", "Targets:", *(_targets(mr) or ["- (rows missing to check them)"]), ""]
+    _write(HERE / "frontier.md", "\n".join(md) + "\n")
+    return rs
+
+
+if __name__ == "__main__":
+    out = render()
+    print(f"{len(out)} rows -> {RESULTS / 'frontier.json'}, {HERE / 'frontier.md'}")
