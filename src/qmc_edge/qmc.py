@@ -82,7 +82,6 @@ def quantize_qmc(
     cell_layout: str = "left",
     outlier_code: str = "symmetric",
     level_map: bool = False,
-    descent: int = 0,
 ) -> QuantizedTensor:
     """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers (the
         clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
@@ -101,11 +100,10 @@ def quantize_qmc(
         inlier_mask=mask.reshape(w.shape),
         clip_ratios=clip_grid(n_clip),
         moments=moments,
-        descent_steps=descent,
     )
     perm = None
     if level_map and not device.is_ideal:
-        inl, perm = _with_level_map(w, inl, mask.reshape(w.shape), device, cell_layout, n_clip, noise_aware, descent)
+        inl, perm = _with_level_map(w, inl, mask.reshape(w.shape), device, cell_layout, n_clip, noise_aware)
     return QuantizedTensor(
         shape=tuple(w.shape),
         inliers=inl,
@@ -122,7 +120,7 @@ def _stats(w, inl, mask):
     return lm.code_weights(w, inl.codes, inl.scale, inl.zero, inl.group_size, mask, 2**inl.bits)
 
 
-def _with_level_map(w, inl, mask, device, cell_layout, n_clip, noise_aware, descent=0):
+def _with_level_map(w, inl, mask, device, cell_layout, n_clip, noise_aware):
     """The code-to-level permutation and the grid chosen together: the best permutation for the codes
     of the plain search, the clip search again under that permutation's moments (with
     ``noise_aware``), and the best permutation for its codes; the candidate of least expected error
@@ -140,7 +138,6 @@ def _with_level_map(w, inl, mask, device, cell_layout, n_clip, noise_aware, desc
             inlier_mask=mask,
             clip_ratios=clip_grid(n_clip),
             moments=lm.moments(p, perm),
-            descent_steps=descent,
         )
         st2 = _stats(w, inl2, mask)
         cands += [(inl2, perm, st2), (inl2, lm.best_level_map(p, *st2), st2)]

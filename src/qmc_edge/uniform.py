@@ -50,14 +50,12 @@ def quantize_uniform(
     inlier_mask: torch.Tensor | None = None,
     clip_ratios: torch.Tensor | None = None,
     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
-    descent_steps: int = 0,
 ) -> UniformCodes:
     """Quantize ``w`` (out, in) to ``bits``-bit asymmetric codes per row and group.
 
     Only entries where ``inlier_mask`` is true set the range and count in the error; the others
     get the zero-point code (their value is stored elsewhere). ``clip_ratios`` shrink the
-    [min, max] range (1.0 = plain min-max RTN); the best ratio is chosen per group. ``descent_steps``
-    > 0 then refines each group's codes and scale by coordinate descent (:func:`_descend`).
+    [min, max] range (1.0 = plain min-max RTN); the best ratio is chosen per group.
     """
     if bits < 1 or bits > 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
@@ -83,12 +81,6 @@ def quantize_uniform(
         best_scale[sl], best_zero[sl] = _search_clip(wg[sl], mg[sl], xmin[sl], xmax[sl], ratios, maxq, moments)
 
     q = torch.clamp(torch.round(wg / best_scale[..., None]) + best_zero[..., None], 0, maxq)
-    if descent_steps > 0:
-        for r0 in range(0, out, rows):
-            sl = slice(r0, r0 + rows)
-            q[sl], best_scale[sl] = _descend(
-                wg[sl], mg[sl], q[sl], best_scale[sl], best_zero[sl], maxq, moments, descent_steps
-            )
     q = torch.where(mg, q, best_zero[..., None].expand_as(q))  # non-inliers decode to exactly 0
     codes = q.reshape(out, -1)[:, :inf].to(torch.uint8)
     return UniformCodes(codes=codes, scale=best_scale, zero=best_zero, bits=bits, group_size=g)
@@ -136,64 +128,6 @@ def _search_clip(
         best_scale = torch.where(better, scale, best_scale)
         best_zero = torch.where(better, zero, best_zero)
     return best_scale, best_zero
-
-
-def _expected_sq(wg, q, s3, z3, moments):
-    """Per weight, the expected squared error of code ``q`` (float) under step ``s3``, zero ``z3``."""
-    e = (q - z3) * s3 - wg
-    sq = e * e
-    if moments is not None:
-        qi = q.int().reshape(-1)
-        m1 = moments[0].index_select(0, qi).reshape(q.shape)
-        m2 = moments[1].index_select(0, qi).reshape(q.shape)
-        sq = sq + 2 * e * s3 * m1 + s3 * s3 * m2
-    return sq
-
-
-def _descend(wg, mg, q, scale, zero, maxq, moments, steps):
-    """Coordinate descent on each group's codes and scale, from the clip search's grid, minimising the
-    expected squared error of a read (the deterministic error plus, with ``moments``, the device's).
-
-    Each step: (1) every code chooses the better of the two grid points around its weight, by
-    expected error, so a code may step away from a level that reads badly; (2) the group's scale is
-    refitted in closed form for those codes (the expected error is quadratic in the scale:
-    s = sum w (t + m1) / sum (t**2 + 2 t m1 + m2), t = q - zero), then rounded to fp16 as stored.
-    The zero points stay the clip search's integers. A group keeps a step only where its expected
-    error went down, so the result is never worse than the clip search's. Codes stay b-bit integers."""
-    inl = mg.to(wg.dtype)
-    z3 = zero[..., None]
-
-    def group_err(qq, ss):
-        return (_expected_sq(wg, qq, ss[..., None], z3, moments) * inl).sum(dim=2)
-
-    err = group_err(q, scale)
-    for _ in range(steps):
-        s3 = scale[..., None]
-        lo = torch.clamp(torch.floor(wg / s3) + z3, 0, maxq)
-        hi = torch.clamp(lo + 1, 0, maxq)
-        q_new = torch.where(_expected_sq(wg, hi, s3, z3, moments) < _expected_sq(wg, lo, s3, z3, moments), hi, lo)
-        t = q_new - z3
-        if moments is None:
-            num, den = (wg * t * inl).sum(dim=2), (t * t * inl).sum(dim=2)
-        else:
-            qi = q_new.int().reshape(-1)
-            m1 = moments[0].index_select(0, qi).reshape(q.shape)
-            m2 = moments[1].index_select(0, qi).reshape(q.shape)
-            num = (wg * (t + m1) * inl).sum(dim=2)
-            den = ((t * t + 2 * t * m1 + m2) * inl).sum(dim=2)
-        fit = torch.where(den > 0, num / den.clamp(min=1e-30), scale)
-        s_new = torch.where(fit > 0, fit, scale).clamp(min=2**-24, max=65504.0).half().float()
-        # Keep the better of (new codes, new scale) and (new codes, old scale) per group, if either
-        # beats what the group had.
-        e_both, e_codes = group_err(q_new, s_new), group_err(q_new, scale)
-        use_s = e_both < e_codes
-        s_cand = torch.where(use_s, s_new, scale)
-        e_cand = torch.where(use_s, e_both, e_codes)
-        better = e_cand < err
-        q = torch.where(better[..., None], q_new, q)
-        scale = torch.where(better, s_cand, scale)
-        err = torch.where(better, e_cand, err)
-    return q, scale
 
 
 def _fp16_at_least(scale: torch.Tensor) -> torch.Tensor:

@@ -86,9 +86,6 @@ class QMC(ReRAMOptions, TensorMethod):
     )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search")
-    descent: int = Field(
-        0, description="coordinate-descent steps on codes and scales after the clip search, read error included"
-    )
     level_map: bool = Field(
         False, description="per tensor, the code-to-cell-level permutation of least expected read error"
     )
@@ -135,8 +132,6 @@ class QMC(ReRAMOptions, TensorMethod):
             raise ValueError(f"rho must be in [0, 0.5], got {self.rho}")
         if not 2 <= self.outlier_bits <= 16:
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
-        if not 0 <= self.descent <= 100:
-            raise ValueError(f"descent is a number of steps in 0..100, got {self.descent}")
         if self.n_clip < 1:
             raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
         check_mram(self.mram_ber)
@@ -191,7 +186,6 @@ class QMC(ReRAMOptions, TensorMethod):
             cell_layout=self.layout,
             outlier_code=self.outlier_code,
             level_map=self.level_map,
-            descent=self.descent,
         )
         return self.tag_mram(qt)
 
