@@ -198,6 +198,8 @@ def _baselines_section(d: dict) -> str:
 
 # Sections that other benchmark scripts write as markdown, in the order they appear.
 _SECTIONS = [
+    "frontier.md",
+    "noise_cost.md",
     "cost.md",
     "contention.md",
     "large_model.md",

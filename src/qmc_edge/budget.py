@@ -38,7 +38,9 @@ from .parallel import map_tensors
 from .qtensor import OutlierTable, QuantizedTensor
 from .uniform import UniformCodes
 
-CHOICES: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (3, 2), (4, 2))  # (inlier bits, bits per cell)
+# (inlier bits, bits per cell). 3-bit codes in 2-bit cells are left out: they take the 4 bits of
+# capacity that 4-bit codes take, with the same (near error-free) cells and a coarser grid.
+CHOICES: tuple[tuple[int, int], ...] = ((2, 2), (3, 3), (4, 2))
 RHOS: tuple[float, ...] = (0.0, 0.01, 0.02)  # outlier shares
 FP16 = None  # the option of keeping a tensor unquantized (16 bits per weight, no error)
 
@@ -199,39 +201,35 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
     t0 = time.perf_counter()
     sens = _sensitivity(spec, model, names, tokenizer)
     specs = {o: spec.for_option(o) for o in OPTIONS}
-    steps = len(names) * (len(OPTIONS) + 1)
-    state = {"done": 0}
+    jobs = sorted(((n, o) for n in names for o in OPTIONS), key=lambda j: -params[j[0]].numel())
+    steps = len(jobs) + len(names)
 
-    def tick() -> None:
-        state["done"] += 1
-        if progress:
-            progress(state["done"], steps)
-
-    def search(name: str) -> list[Candidate]:
+    def search(job: tuple[str, Option]) -> Candidate:
+        name, o = job
         w = params[name].detach().cpu()
+        s = specs[o]
+        qt = s.quantize_tensor(w)
+        err = expected_sq_error(w, qt, s.device(for_search=True))
         f = sens.get(name)
-        out = [Candidate(FP16, 16 * w.numel(), 0.0)]
-        for o, s in specs.items():
-            qt = s.quantize_tensor(w)
-            err = expected_sq_error(w, qt, s.device(for_search=True))
-            out.append(Candidate(o, qt.storage().total, float((err if f is None else err * f).double().sum())))
-            tick()
-        return out
+        return Candidate(o, qt.storage().total, float((err if f is None else err * f).double().sum()))
 
-    cands = dict(zip(names, map_tensors(search, names), strict=True))
+    # One job per (tensor, option), largest tensors first: the embedding alone is a fifth of a small
+    # model, and its options then spread over the workers instead of queueing on one.
+    done = (lambda i: progress(i + 1, steps)) if progress else None
+    found = dict(zip(jobs, map_tensors(search, jobs, done), strict=True))
+    cands = {n: [Candidate(FP16, 16 * params[n].numel(), 0.0)] + [found[(n, o)] for o in OPTIONS] for n in names}
     choice = allocate(cands, limit - fixed)
     chosen = {n: cands[n][choice[n]] for n in names}
-    keep = [n for n in names if chosen[n].option is not None]
+    keep = sorted((n for n in names if chosen[n].option is not None), key=lambda n: -params[n].numel())
 
     def final(name: str) -> QuantizedTensor:
-        qt = specs[chosen[name].option].quantize_tensor(params[name].detach().cpu())
-        tick()
-        return qt
+        return specs[chosen[name].option].quantize_tensor(params[name].detach().cpu())
 
-    tensors = dict(zip(keep, map_tensors(final, keep), strict=True))
-    for n in names:
-        if chosen[n].option is None:
-            tick()
+    done = (lambda i: progress(len(jobs) + i + 1, steps)) if progress else None
+    tensors = dict(zip(keep, map_tensors(final, keep, done), strict=True))
+    tensors = {n: tensors[n] for n in names if n in tensors}  # the model's order
+    if progress:
+        progress(steps, steps)
     used = (
         fixed
         + sum(qt.storage().total for qt in tensors.values())
