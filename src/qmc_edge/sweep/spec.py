@@ -191,11 +191,19 @@ def model_identity(model: str) -> dict:
     return {"hub_id": model}
 
 
+def method_identity(ms) -> dict:
+    """The method and the options it sets away from their defaults. Defaults are the version's (the
+    version is in the key), so a new option whose default keeps today's behaviour leaves every
+    existing key, and the results stored under it, valid."""
+    return {"method": ms.method, **ms.model_dump(exclude_defaults=True)}
+
+
 def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
-    """Hash of everything that changes a point's result: the model's identity, every method option, the
-    evaluation settings and seeds, the platforms and workload, and the qmc-edge version. The device the
-    model runs on is recorded in each row (``machine``) but is not in the key: CPU and GPU results agree
-    to float rounding, so a sweep started on one machine resumes on another."""
+    """Hash of everything that changes a point's result: the model's identity, the method and every
+    option it sets away from its default (:func:`method_identity`), the evaluation settings and seeds,
+    the platforms and workload, and the qmc-edge version. The device the model runs on is recorded in
+    each row (``machine``) but is not in the key: CPU and GPU results agree to float rounding, so a
+    sweep started on one machine resumes on another."""
     from .. import __version__
 
     payload = {
@@ -224,6 +232,6 @@ def expand(spec: SweepSpec) -> list[Point]:
     for m in spec.models:
         mid = model_identity(m)
         for t, ms in parsed:
-            key = point_key(mid, ms.model_dump(), spec)
+            key = point_key(mid, method_identity(ms), spec)
             points.setdefault(key, Point(m, t, ms, key))  # two texts for one configuration: one point
     return list(points.values())
