@@ -166,3 +166,46 @@ def test_tensors_sharing_a_hessian_get_the_codes_they_get_alone(outlier_code):
         assert torch.equal(qt.inliers.codes, alone.inliers.codes)
         assert torch.equal(qt.outliers.codes, alone.outliers.codes) and qt.outliers.scale == alone.outliers.scale
         assert info["gptq_loss"] == pytest.approx(info1["gptq_loss"], rel=1e-6)
+
+
+def _expected_output_error(w: torch.Tensor, qt, dev, h: torch.Tensor) -> float:
+    """E[(w - read) H (w - read)ᵀ] over device reads: the mean read's error through H, plus each
+    weight's read variance through H's diagonal (cells err independently)."""
+    from qmc_edge.cells import code_error_moments
+
+    inl = qt.inliers
+    m1, m2 = code_error_moments(inl.bits, dev)
+    idx = torch.arange(w.shape[1]) // inl.group_size
+    s = inl.scale[:, idx]
+    q = inl.codes.long()
+    mean_read = qt.dequantize() + s * m1[q]
+    var = s * s * (m2[q] - m1[q] ** 2)
+    out = torch.zeros(w.numel(), dtype=torch.bool)
+    out[qt.outliers.index] = True
+    out = out.reshape(w.shape)
+    mean_read[out] = qt.dequantize()[out]  # outliers are read from MRAM
+    var[out] = 0.0
+    return _hessian_error(w, mean_read, h) + float((var.double() * h.diagonal().double()[None, :]).sum())
+
+
+@pytest.mark.parametrize("bits,cells", [(2, 2), (3, 3)])
+def test_noise_aware_gptq_never_worse_in_expected_error(bits, cells):
+    w, h = heavy_tailed(48, 256, bits + 10), _hessian(256, bits + 10)
+    text = f"qmc:bits={bits},cell_bits={cells},rho=0.01,group_size=64,rounding=gptq,target_age=1d,age=1d"
+    plain, aware = parse_method(text), parse_method(text + ",gptq_noise=true")
+    dev = plain.device(for_search=True)
+    qp, _ = plain.gptq_tensor(w, h)
+    qa, _ = aware.gptq_tensor(w, h)
+    assert not torch.equal(qp.inliers.codes, qa.inliers.codes)  # it changed some codes ...
+    e_plain, e_aware = _expected_output_error(w, qp, dev, h), _expected_output_error(w, qa, dev, h)
+    assert e_aware <= e_plain  # ... and never for the worse
+
+
+def test_noise_aware_gptq_without_noise_is_plain_gptq():
+    w, h = heavy_tailed(16, 128, 4), _hessian(128, 4)
+    base = "qmc:bits=3,cell_bits=3,group_size=64,rounding=gptq,ideal_memory=true"
+    a, _ = parse_method(base).gptq_tensor(w, h)
+    b, _ = parse_method(base + ",gptq_noise=true").gptq_tensor(w, h)
+    assert torch.equal(a.inliers.codes, b.inliers.codes)
+    with pytest.raises(ValueError, match="applies to rounding=gptq"):
+        parse_method("qmc:gptq_noise=true")

@@ -98,6 +98,7 @@ def gptq_round(
     damp: float = DAMP,
     act_order: bool = True,
     outliers: OutlierTable | RowOutliers | None = None,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Round ``w`` (out, in) with GPTQ on ``grid``'s scales and zero points.
 
@@ -105,6 +106,13 @@ def gptq_round(
     offset), else to symmetric ``outlier_bits`` codes of ``outlier_scale``.
     ``act_order``: columns are rounded in order of decreasing input energy (the Hessian's diagonal),
     each still on its own group's grid (llm-compressor's default, "static" ordering).
+
+    ``moments`` (the code-error moments m1, m2 of the cells that will hold the codes, as the clip search
+    uses them): noise-aware GPTQ. Each inlier takes the one of its two neighbouring grid points of
+    least expected loss (:func:`_expected_round`), and the error spread to the later columns is that
+    of the expected read, x - (q - z + m1[q]) s: the mean of a read's error can be compensated, its
+    variance cannot and is only avoided by the choice of code. Without ``moments``: plain GPTQ
+    (nearest code), bit for bit as before.
 
     Returns (inlier codes, uint8, outlier slots holding the zero-point code; outlier codes, int16,
     (out, in), zero elsewhere; info with the GPTQ loss (in all and per row) and whether the Hessian was
@@ -117,6 +125,7 @@ def gptq_round(
     out_m = torch.zeros(rows, cols, dtype=torch.bool) if outlier_mask is None else outlier_mask
     perm = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(cols)
     W, H, gidx, out_m = W[:, perm], H[perm][:, perm], gidx[perm], out_m[:, perm]
+    hdiag = H.diagonal().clone()  # input energy per (permuted) column: what a read's variance costs
     U, ok = inverse_hessian_factor(H, W, damp)
     maxq = 2**grid.bits - 1
     if outliers is None:
@@ -135,10 +144,14 @@ def gptq_round(
             x = W1[:, j]
             s, z = scale[:, c], zero[:, c]
             # The library's order of operations (clamp(round(x / s + z))), so ties round alike.
-            q = torch.clamp(torch.round(x / s + z), 0, maxq)
+            if moments is None:
+                q = torch.clamp(torch.round(x / s + z), 0, maxq)
+                deq = (q - z) * s
+            else:
+                q, deq = _expected_round(x, s, z, maxq, moments, 1 / float(U1[j, j]) ** 2, float(hdiag[c]))
             o = outliers.round(x)
             m = out_m[:, c]
-            qv = torch.where(m, outliers.values(o), (q - z) * s)
+            qv = torch.where(m, outliers.values(o), deq)
             codes[:, c] = torch.where(m, z, q)
             ocodes[:, c] = torch.where(m, o, 0.0)
             err = (x - qv) / U1[j, j]
@@ -149,6 +162,25 @@ def gptq_round(
     info = {"gptq_loss": float(loss.sum()), "hessian_ok": ok, "row_loss": loss}
     inv = torch.argsort(perm)
     return codes[:, inv].to(torch.uint8), ocodes[:, inv].to(torch.int16), info
+
+
+def _expected_round(x, s, z, maxq, moments, w_mean: float, w_var: float):
+    """Noise-aware rounding of one column: (codes, expected read values); see :func:`gptq_round`.
+    Of the two grid points around each weight, the one of least GPTQ loss in expectation: the
+    expected read's error, weighted as GPTQ weighs a rounding error (1 / [H^-1]_jj, it will be
+    compensated), plus the read's variance, weighted by the column's input energy H_jj (it cannot
+    be)."""
+    m1, m2 = moments
+    lo = torch.clamp(torch.floor(x / s + z), 0, maxq)
+    hi = torch.clamp(lo + 1, 0, maxq)
+
+    def cost(q):
+        qi = q.long()
+        mean = (q - z + m1[qi]) * s
+        return w_mean * (x - mean) ** 2 + w_var * s * s * (m2[qi] - m1[qi] ** 2)
+
+    q = torch.where(cost(hi) < cost(lo), hi, lo)
+    return q, (q - z + m1[q.long()]) * s
 
 
 # ---------------------------------------------------------------- whole model, layer by layer

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from ..cells import code_error_moments
 from ..errors import QMCError
 from ..qmc import quantize_qmc, refit_level_map
 from ..qmodel import QuantizedModel
@@ -92,6 +93,9 @@ class QMC(ReRAMOptions, TensorMethod):
     rounding: Literal["nearest", "gptq"] = Field(
         "nearest", description="inlier rounding: nearest, or gptq (error compensation on calibration text)"
     )
+    gptq_noise: bool = Field(
+        False, description="rounding=gptq: choose codes and compensate errors by the expected device read"
+    )
     budget: float | None = Field(
         None,
         description="whole-model bits per parameter (embeddings included): per tensor bits, cells, rho or FP16",
@@ -135,6 +139,8 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.n_clip < 1:
             raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
         check_mram(self.mram_ber)
+        if self.gptq_noise and self.rounding != "gptq":
+            raise ValueError("gptq_noise applies to rounding=gptq")
         if self.rounding == "gptq" and self.quantize_embeddings:
             raise ValueError("rounding=gptq quantizes decoder Linear layers only; drop quantize_embeddings")
         check_calibration(self.calib_samples, self.calib_len)
@@ -189,6 +195,14 @@ class QMC(ReRAMOptions, TensorMethod):
         )
         return self.tag_mram(qt)
 
+    def _gptq_moments(self):
+        """The code-error moments noise-aware GPTQ rounds with (None: plain GPTQ). With a level map the
+        moments are the identity assignment's: the map is chosen after the rounding."""
+        if not self.gptq_noise:
+            return None
+        dev = self.device(for_search=True)
+        return None if dev.is_ideal else code_error_moments(self.bits, dev, self.layout, None)
+
     def _refit_level_map(self, w: torch.Tensor, qt: QuantizedTensor) -> None:
         """After GPTQ has re-rounded the codes: the best permutation for the codes it chose."""
         if self.level_map:
@@ -217,7 +231,9 @@ class QMC(ReRAMOptions, TensorMethod):
         ot = qt.outliers
         mask = torch.zeros(qt.shape, dtype=torch.bool)
         mask.view(-1)[ot.index] = True
-        codes, ocodes, info = gptq_round(w.detach().float(), hessian, qt.inliers, mask, outliers=ot)
+        codes, ocodes, info = gptq_round(
+            w.detach().float(), hessian, qt.inliers, mask, outliers=ot, moments=self._gptq_moments()
+        )
         info.pop("row_loss")
         qt.inliers.codes, ot.codes = codes, ocodes.reshape(-1)[ot.index]
         self._refit_level_map(w, qt)
@@ -249,7 +265,9 @@ class QMC(ReRAMOptions, TensorMethod):
         )
         w = torch.cat([w.detach().float() for w in ws])
         table = RowOutliers([qt.outliers for qt in qts], rows)
-        codes, ocodes, info = gptq_round(w, hessian, grid, torch.cat(masks), outliers=table)
+        codes, ocodes, info = gptq_round(
+            w, hessian, grid, torch.cat(masks), outliers=table, moments=self._gptq_moments()
+        )
         row_loss = info.pop("row_loss")
         out = []
         for qt, c, oc, lo in zip(qts, codes.split(rows), ocodes.split(rows), row_loss.split(rows), strict=True):
