@@ -71,7 +71,7 @@ def test_budget_below_reach_is_refused_before_quantizing(tiny_lm):
 
 
 def test_budget_options_are_validated():
-    with pytest.raises(ValueError, match="needs budget"):
+    with pytest.raises(ValueError, match="needs one of them"):
         parse_method("qmc:sensitivity=uniform")
     with pytest.raises(ValueError, match="rounding=nearest"):
         parse_method("qmc:budget=3,rounding=gptq")
@@ -120,3 +120,26 @@ def test_self_sensitivity_and_artifact_round_trip(tiny_lm, tmp_path):
     ref = dict(tiny_lm.model.named_parameters())
     for n, p in art.model.named_parameters():
         assert torch.equal(p, ref[n]), n
+
+
+def test_outliers_by_fisher(tiny_lm):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    mag = quantize_model(model, parse_method("qmc:rho=0.02"), tokenizer=tok)
+    fis = quantize_model(model, parse_method("qmc:rho=0.02,outliers_by=fisher"), tokenizer=tok)
+    names = list(mag.tensors)
+    assert names == list(fis.tensors)
+    f = fisher_diagonal(model, names, self_generated(model, tok, 16, 128, seed=0))  # what it ranks by
+    params = dict(model.named_parameters())
+    moved = 0
+    for n in names:
+        a, b = mag.tensors[n].outliers, fis.tensors[n].outliers
+        assert a.count == b.count  # the same share ...
+        score = (f[n] * params[n].detach() ** 2).reshape(-1)
+        chosen = score[b.index]
+        rest = torch.ones(score.numel(), dtype=torch.bool)
+        rest[b.index] = False
+        assert chosen.min() >= score[rest].max()  # ... of the largest F w^2
+        moved += int((~torch.isin(b.index, a.index)).sum())
+    assert moved > 0  # and not the magnitude rule's
+    with pytest.raises(ValueError, match="needs a Fisher"):
+        parse_method("qmc:outliers_by=fisher,sensitivity=uniform")

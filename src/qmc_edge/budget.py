@@ -36,6 +36,7 @@ from .devices import DeviceModel
 from .errors import QMCError
 from .parallel import map_tensors
 from .qtensor import OutlierTable, QuantizedTensor
+from .sensitivity import sensitivity_for
 from .uniform import UniformCodes
 
 # (inlier bits, bits per cell). 3-bit codes in 2-bit cells are left out: they take the 4 bits of
@@ -199,7 +200,7 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
             f"({floor_bits / total:.3f} with every tensor at its smallest option); raise the budget"
         )
     t0 = time.perf_counter()
-    sens = _sensitivity(spec, model, names, tokenizer)
+    sens = sensitivity_for(spec, model, names, tokenizer)
     specs = {o: spec.for_option(o) for o in OPTIONS}
     jobs = sorted(((n, o) for n in names for o in OPTIONS), key=lambda j: -params[j[0]].numel())
     steps = len(jobs) + len(names)
@@ -208,7 +209,7 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
         name, o = job
         w = params[name].detach().cpu()
         s = specs[o]
-        qt = s.quantize_tensor(w)
+        qt = s.quantize_tensor(w, sens.get(name))
         err = expected_sq_error(w, qt, s.device(for_search=True))
         f = sens.get(name)
         return Candidate(o, qt.storage().total, float((err if f is None else err * f).double().sum()))
@@ -223,7 +224,7 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
     keep = sorted((n for n in names if chosen[n].option is not None), key=lambda n: -params[n].numel())
 
     def final(name: str) -> QuantizedTensor:
-        return specs[chosen[name].option].quantize_tensor(params[name].detach().cpu())
+        return specs[chosen[name].option].quantize_tensor(params[name].detach().cpu(), sens.get(name))
 
     done = (lambda i: progress(len(jobs) + i + 1, steps)) if progress else None
     tensors = dict(zip(keep, map_tensors(final, keep, done), strict=True))
@@ -246,20 +247,3 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
         }
     }
     return tensors, info
-
-
-def _sensitivity(spec, model, names, tokenizer) -> dict[str, torch.Tensor]:
-    """Per-weight sensitivity, or {} for the uniform one."""
-    if spec.sensitivity == "uniform":
-        return {}
-    from .sensitivity import SELF_LEN, SELF_SAMPLES, fisher_diagonal, self_generated
-
-    if tokenizer is None:
-        raise QMCError(f"sensitivity={spec.sensitivity} reads text and needs the model's tokenizer")
-    if spec.sensitivity == "self":
-        samples = self_generated(model, tokenizer, SELF_SAMPLES, SELF_LEN, seed=0)
-    else:
-        from .external.calibration import calibration_set
-
-        samples = list(calibration_set(tokenizer, spec.calib_samples, spec.calib_len).samples)
-    return fisher_diagonal(model, names, samples)

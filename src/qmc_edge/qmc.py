@@ -24,14 +24,15 @@ from .qtensor import OUTLIER_CODES, OutlierTable, QuantizedTensor
 from .uniform import clip_grid, quantize_uniform
 
 
-def outlier_positions(w: torch.Tensor, rho: float) -> torch.Tensor:
-    """Sorted flat indices of the round(rho * numel) largest-magnitude entries (deterministic ties)."""
+def outlier_positions(w: torch.Tensor, rho: float, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Sorted flat indices of the round(rho * numel) largest-magnitude entries (deterministic ties), or
+    of the largest ``scores`` when given (same shape as ``w``)."""
     if not 0.0 <= rho <= 0.5:
         raise ValueError(f"rho must be in [0, 0.5], got {rho}")
     k = round(rho * w.numel())
     if k == 0:
         return torch.empty(0, dtype=torch.int64)
-    a = w.detach().abs().reshape(-1)
+    a = (w.detach().abs() if scores is None else scores.detach().float()).reshape(-1)
     # topk finds the threshold fast; ties at the threshold are then taken in index order, which
     # is what a stable descending sort would pick, at a tenth of its cost.
     thr = torch.topk(a, k, sorted=False).values.min()
@@ -82,14 +83,16 @@ def quantize_qmc(
     cell_layout: str = "left",
     outlier_code: str = "symmetric",
     level_map: bool = False,
+    outlier_scores: torch.Tensor | None = None,
 ) -> QuantizedTensor:
     """Quantize one 2-D weight with QMC; ``device`` is the ReRAM model that will hold the inliers (the
         clip search minimises the expected error of its reads), ``cell_layout`` how a partial last cell
         holds its bits (:mod:`qmc_edge.cells`). ``level_map``: also choose the code-to-level permutation of
     least expected read error (:mod:`qmc_edge.level_map`) jointly with the clip search (see
-    :func:`_with_level_map`); on an ideal device the identity is kept and no table is stored."""
+    :func:`_with_level_map`); on an ideal device the identity is kept and no table is stored.
+    ``outlier_scores``: choose the outliers by these scores instead of by magnitude."""
     w = w.detach().float()
-    idx = outlier_positions(w, rho)
+    idx = outlier_positions(w, rho, outlier_scores)
     mask = torch.ones(w.numel(), dtype=torch.bool)
     mask[idx] = False
     moments = code_error_moments(bits, device, cell_layout, None) if noise_aware and not device.is_ideal else None

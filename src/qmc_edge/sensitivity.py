@@ -93,3 +93,22 @@ def fisher_diagonal(
             p.requires_grad_(flags[id(p)])
     k = max(1, len(samples))
     return {n: a / k for n, a in acc.items()}
+
+
+def sensitivity_for(spec, model: torch.nn.Module, names: Sequence[str], tokenizer: object) -> dict[str, torch.Tensor]:
+    """The per-weight sensitivity a QMC spec asks for (``spec.sensitivity``): the Fisher diagonal on
+    text the model samples itself (``self``) or on the calibration text (``calibration``), or {} for
+    ``uniform`` (every weight alike)."""
+    from .errors import QMCError
+
+    if spec.sensitivity == "uniform":
+        return {}
+    if tokenizer is None:
+        raise QMCError(f"sensitivity={spec.sensitivity} reads text and needs the model's tokenizer")
+    if spec.sensitivity == "self":
+        samples = self_generated(model, tokenizer, SELF_SAMPLES, SELF_LEN, seed=0)
+    else:
+        from .external.calibration import calibration_set
+
+        samples = list(calibration_set(tokenizer, spec.calib_samples, spec.calib_len).samples)
+    return fisher_diagonal(model, names, samples)

@@ -103,6 +103,9 @@ class QMC(ReRAMOptions, TensorMethod):
     sensitivity: Literal["self", "calibration", "uniform"] = Field(
         "self", description="budget weights: Fisher on self-generated text, on calibration text, or none"
     )
+    outliers_by: Literal["magnitude", "fisher"] = Field(
+        "magnitude", description="outliers: largest |w| (the paper), or largest F w^2 (F: the sensitivity's Fisher)"
+    )
     ideal_memory: bool = ideal_field()
     mram_ber: float = mram_ber_field()
     mram_ecc: Literal["none", "secded"] = mram_ecc_field()
@@ -113,9 +116,7 @@ class QMC(ReRAMOptions, TensorMethod):
 
     summary = "outlier split + noise-aware clipping; rounding=gptq for QMC+GPTQ (calibrated)"
     stored_in = "inliers in ReRAM, outliers/scales in MRAM"
-    shown = frozenset(
-        {"bits", "group_size", "rho", "cell_bits", "noise_aware", "rounding", "ideal_memory", "budget", "sensitivity"}
-    )
+    shown = frozenset({"bits", "group_size", "rho", "cell_bits", "noise_aware", "rounding", "ideal_memory", "budget"})
     implied = {"calib_samples": CALIB_SAMPLES, "calib_len": CALIB_LEN}
 
     @model_validator(mode="before")
@@ -123,7 +124,10 @@ class QMC(ReRAMOptions, TensorMethod):
     def _calibration(cls, data: Any) -> Any:
         applies = isinstance(data, dict) and (
             data.get("rounding") == "gptq"
-            or (data.get("budget") is not None and data.get("sensitivity") == "calibration")
+            or (
+                (data.get("budget") is not None or data.get("outliers_by") == "fisher")
+                and data.get("sensitivity") == "calibration"
+            )
         )
         return fill_calibration(data, applies, "qmc with rounding=gptq")
 
@@ -151,8 +155,13 @@ class QMC(ReRAMOptions, TensorMethod):
                 raise ValueError(
                     "budget works with rounding=nearest (per-tensor options are searched without calibration)"
                 )
-        elif self.sensitivity != "self":
-            raise ValueError("sensitivity weights the budget search; it needs budget=...")
+        elif self.sensitivity != "self" and self.outliers_by != "fisher":
+            raise ValueError("sensitivity weights the budget search and outliers_by=fisher; it needs one of them")
+        if self.outliers_by == "fisher":
+            if self.sensitivity == "uniform":
+                raise ValueError("outliers_by=fisher needs a Fisher: sensitivity=self or calibration")
+            if self.rounding == "gptq":
+                raise ValueError("outliers_by=fisher works with rounding=nearest")
         return self
 
     @property
@@ -172,14 +181,21 @@ class QMC(ReRAMOptions, TensorMethod):
         ideal = " ideal" if self.ideal_memory else ""
         qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
         g = group_label(self.group_size)
-        return f"{qmc} {self.bits}b {g} rho={self.rho:g} @{self.cell_bits}b/cell{na}{ideal}"
+        sens = f" sensitivity={self.sensitivity}" if self.sensitivity != "self" else ""
+        return f"{qmc} {self.bits}b {g} rho={self.rho:g} @{self.cell_bits}b/cell{na}{ideal}{sens}"
 
     @property
     def uses_reram(self) -> bool:
         return True
 
-    def quantize_tensor(self, w: torch.Tensor) -> QuantizedTensor:
-        """The outlier split and noise-aware grid with round-to-nearest inliers."""
+    def quantize_tensor(self, w: torch.Tensor, sensitivity: torch.Tensor | None = None) -> QuantizedTensor:
+        """The outlier split and noise-aware grid with round-to-nearest inliers; with
+        ``outliers_by=fisher``, ``sensitivity`` (the weight's Fisher diagonal) ranks the outliers."""
+        scores = None
+        if self.outliers_by == "fisher":
+            if sensitivity is None:
+                raise QMCError("outliers_by=fisher ranks outliers by the Fisher diagonal; quantize the whole model")
+            scores = sensitivity * w.detach().float() ** 2
         qt = quantize_qmc(
             w,
             self.bits,
@@ -192,6 +208,7 @@ class QMC(ReRAMOptions, TensorMethod):
             cell_layout=self.layout,
             outlier_code=self.outlier_code,
             level_map=self.level_map,
+            outlier_scores=scores,
         )
         return self.tag_mram(qt)
 
@@ -278,7 +295,8 @@ class QMC(ReRAMOptions, TensorMethod):
 
     @property
     def calibrated(self) -> bool:
-        return self.rounding == "gptq" or (self.budget is not None and self.sensitivity == "calibration")
+        uses_fisher = self.budget is not None or self.outliers_by == "fisher"
+        return self.rounding == "gptq" or (uses_fisher and self.sensitivity == "calibration")
 
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
         if self.budget is not None:
@@ -289,7 +307,21 @@ class QMC(ReRAMOptions, TensorMethod):
             return QuantizedModel(
                 self, {n: self.tag_mram(qt) for n, qt in tensors.items()}, time.perf_counter() - t0, info=info
             )
+        if self.outliers_by == "fisher":
+            return self._quantize_by_fisher(model, names, tokenizer, progress)
         return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
+
+    def _quantize_by_fisher(self, model, names, tokenizer, progress) -> QuantizedModel:
+        """Every tensor on its own (as :meth:`TensorMethod.quantize`), outliers ranked by F w^2."""
+        from ..parallel import map_tensors
+        from ..sensitivity import sensitivity_for
+
+        t0 = time.perf_counter()
+        sens = sensitivity_for(self, model, names, tokenizer)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        done = (lambda i: progress(i + 1, len(names))) if progress else None
+        out = map_tensors(lambda n: self.quantize_tensor(params[n].detach().cpu(), sens[n]), names, done)
+        return QuantizedModel(self, dict(zip(names, out, strict=True)), time.perf_counter() - t0)
 
 
 def _round_nearest(spec: QMC, model, names, tokenizer, progress) -> QuantizedModel:
