@@ -698,3 +698,25 @@ def test_cli_deploy_bad_report_is_one_error_line(tiny_model_dir, tmp_path, case)
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
     line = _cli_error_line(["deploy", "--report", p, "--arch", tiny_model_dir])
     assert expected in line and str(p) in line
+
+
+def test_cli_quantize_and_deploy_a_budget_model(tiny_model_dir, tmp_path):
+    """A budget's tensors take different bits and cells: the report's totals and mean bits per cell
+    reach the deployment model, and the whole-model bits respect the budget."""
+    runner = CliRunner()
+    rep = tmp_path / "q.json"
+    r1 = runner.invoke(
+        app,
+        ["quantize", "--model", str(tiny_model_dir), "-m", "qmc:budget=3.5,sensitivity=uniform", "--json", str(rep)],
+    )
+    assert r1.exit_code == 0, r1.output
+    d = json.loads(rep.read_text())
+    st = d["storage"]
+    params = st["quantized_params"] + st["unquantized_params"]
+    assert st["model_MB"] * 8e6 / params <= 3.5
+    assert 1 <= st["reram_bits_per_cell"] <= 3
+    out = tmp_path / "d.json"
+    r2 = runner.invoke(app, ["deploy", "--report", str(rep), "--no-bands", "--json", str(out)])
+    assert r2.exit_code == 0, r2.output
+    rows = [r for r in json.loads(out.read_text())["headline"] if r["method"].startswith("QMC budget")]
+    assert rows and rows[0]["ratio_memory"][0] > 3

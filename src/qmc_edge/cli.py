@@ -66,7 +66,7 @@ def _storage_table(name: str, rep: dict) -> Table:
     for mem, bits in rep["bits_by_memory"].items():
         t.add_row(f"memory {mem}", f"{bits / 8e6:.3f} MB")
     if rep["reram_cells"]:
-        t.add_row("ReRAM cells", f"{rep['reram_cells']:,} @ {rep['reram_bits_per_cell']} b/cell")
+        t.add_row("ReRAM cells", f"{rep['reram_cells']:,} @ {rep['reram_bits_per_cell']:g} b/cell")
     if rep["outliers"]:
         t.add_row("outliers (MRAM)", f"{rep['outliers']:,}")
     if rep.get("reram_cells_under_outliers"):

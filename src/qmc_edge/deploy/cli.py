@@ -126,8 +126,9 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
             if not isinstance(m, dict) or not all(number(v) for v in m.values()):
                 raise QMCError(f"report {p}: storage.{key} must map names to finite numbers >= 0; {need}")
         cell = st.get("reram_bits_per_cell")
-        if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int) or cell < 1):
-            raise QMCError(f"report {p}: storage.reram_bits_per_cell must be null or an integer >= 1; {need}")
+        # An integer, or the mean over cells where a budget mixed cell sizes (1..3 bits).
+        if cell is not None and (isinstance(cell, bool) or not number(cell) or not 1 <= cell <= 8):
+            raise QMCError(f"report {p}: storage.reram_bits_per_cell must be null or a number in 1..8; {need}")
 
     costs, arch = {}, None
     for p in paths:
@@ -175,6 +176,8 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
         except QMCError as exc:
             raise QMCError(f"report {p}: {exc}") from None
         qe = spec.get("quantize_embeddings")
+        if spec.get("budget") is not None:  # a budget chooses per tensor: the report says what it quantized
+            qe = None
         if qe is not None and not isinstance(qe, bool):
             raise QMCError(f"report {p}: spec.quantize_embeddings must be true, false or null")
         if qe is not None and qe != cost.quantized_embeddings:
