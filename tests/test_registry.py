@@ -301,3 +301,12 @@ def test_tables_are_full_width_without_a_terminal():
     assert max(len(ln) for ln in lines) > 120  # wider than a terminal's default, not wrapped to 80
     assert "…" not in res.stdout  # no cell was cut
     assert "calib_samples=64" in res.stdout and "outlier_bits=8" in res.stdout
+
+
+def test_library_methods_off_reram_are_deterministic_with_no_mram_faults():
+    """reram=false leaves a library method's MRAM options unset (None): not noisy, no faults."""
+    from qmc_edge.methods import parse_method
+
+    for text in ("hqq3", "gptq4", "awq4"):
+        spec = parse_method(text)
+        assert spec.noisy is False and spec.mram().ber == 0.0 and spec.mram().ecc == "none"

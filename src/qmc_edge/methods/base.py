@@ -245,12 +245,14 @@ class MethodSpec(BaseModel):
         """The MRAM fault model: raw bit errors in every MRAM field, decoded through the ECC."""
         from ..mram import MRAMFaults
 
-        return MRAMFaults(ber=float(getattr(self, "mram_ber", 0.0)), ecc=str(getattr(self, "mram_ecc", "none")))
+        return MRAMFaults(
+            ber=float(getattr(self, "mram_ber", None) or 0.0), ecc=str(getattr(self, "mram_ecc", None) or "none")
+        )
 
     @property
     def noisy(self) -> bool:
         """Whether reads are random, so that several seeds are meaningful."""
-        if float(getattr(self, "mram_ber", 0.0)) > 0:
+        if float(getattr(self, "mram_ber", None) or 0.0) > 0:  # None: a library method off ReRAM
             return True
         return self.uses_reram and not self.device().is_ideal
 
