@@ -101,7 +101,7 @@ class QMC(ReRAMOptions, TensorMethod):
         description="whole-model bits per parameter (embeddings included): per tensor bits, cells, rho or FP16",
     )
     sensitivity: Literal["self", "calibration", "uniform"] = Field(
-        "self", description="budget weights: Fisher on self-generated text, on calibration text, or none"
+        "self", description="Fisher for budget and outliers_by=fisher: on self-generated or calibration text; uniform"
     )
     outliers_by: Literal["magnitude", "fisher"] = Field(
         "magnitude", description="outliers: largest |w| (the paper), or largest F w^2 (F: the sensitivity's Fisher)"
