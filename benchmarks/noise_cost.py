@@ -32,8 +32,6 @@ from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
 CONFIGS = [
     "qmc:bits=3,cell_bits=3,rho=0.01",
     "qmc:bits=3,cell_bits=3,rho=0.01,level_map=true",
-    "qmc:bits=3,cell_bits=3,rho=0.01,age=1h,target_age=1h",
-    "qmc:bits=3,cell_bits=3,rho=0.01,age=1h,target_age=1h,level_map=true",
     "qmc:bits=3,cell_bits=3,rho=0.01,age=1d,target_age=1d",
     "qmc:bits=3,cell_bits=3,rho=0.01,age=1d,target_age=1d,level_map=true",
     "qmc:bits=4,cell_bits=2,rho=0.01,age=1d,target_age=1d",
