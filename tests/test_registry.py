@@ -153,6 +153,10 @@ def _other_value(cls, key):
             fields["rounding"] = "gptq"
         if key == "quantize_embeddings" and "rounding" in cls.model_fields:
             fields["rounding"] = "nearest"
+        if key == "gptq_noise":
+            fields["rounding"] = "gptq"
+        if key == "sensitivity":
+            fields["budget"] = 3.0
         try:
             return fields, cls(**fields)
         except ValueError:
