@@ -121,16 +121,15 @@ def plot(model: str, rs: list[dict], path: Path) -> None:
             if not pts:
                 continue
             x, y, e = zip(*pts, strict=True)
-            ax.errorbar(
-                x,
-                y,
-                yerr=e,
-                fmt="o" + style,
-                color=colors[fam],
-                ms=4,
-                capsize=2,
-                label=f"{fam} ({'noisy ReRAM' if mem == 'reram' else 'ideal memory'})",
-            )
+            ax.errorbar(x, y, yerr=e, fmt="o", color=colors[fam], ms=4, capsize=2)
+            front, best = [], float("inf")  # the line joins the family's own non-dominated points
+            for p in pts:
+                if p[1] < best:
+                    front.append(p)
+                    best = p[1]
+            where = "noisy ReRAM" if mem == "reram" else "ideal memory"
+            xs, ys = [p[0] for p in front], [p[1] for p in front]
+            ax.plot(xs, ys, style, color=colors[fam], label=f"{fam} ({where})")
     fp = next((r["fp_ppl"] for r in rs if r["fp_ppl"]), None)
     if fp:
         ax.axhline(fp, color="k", lw=0.8, label=f"FP ({fp:.1f})")
