@@ -85,6 +85,9 @@ def rows() -> list[dict]:
                         "date": r["date"],
                     }
                 )
+    fps = {r["model"]: r["fp_ppl"] for r in out if r["fp_ppl"]}
+    for r in out:  # the library rows' sweep has no FP row: the model's FP from the other sweep
+        r["fp_ppl"] = r["fp_ppl"] or fps.get(r["model"])
     for r in out:  # Pareto: no row of the same model and memory is at most as big and strictly better
         peers = [p for p in out if p["model"] == r["model"] and p["memory"] == r["memory"] and p is not r]
         r["on_frontier"] = not any(
