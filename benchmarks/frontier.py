@@ -115,7 +115,7 @@ def plot(model: str, rs: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     fams = sorted({r["family"] for r in rs if r["family"] != "FP"})
-    colors = dict(zip(fams, plt.cm.tab10.colors * 2, strict=False))
+    colors = dict(zip(fams, plt.cm.tab20.colors * 2, strict=False))
     for fam in fams:
         for mem, style in (("reram", "-"), ("ideal", "--")):
             pts = sorted(
