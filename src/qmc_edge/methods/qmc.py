@@ -87,6 +87,9 @@ class QMC(ReRAMOptions, TensorMethod):
     )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
     noise_aware: bool = Field(True, description="include device read errors in the clip search")
+    clip_search: Literal["grid", "descent"] = Field(
+        "grid", description="clip ratios per group: all of them (grid), or a descent over them (~2.5x fewer)"
+    )
     level_map: bool = Field(
         False, description="per tensor, the code-to-cell-level permutation of least expected read error"
     )
@@ -209,6 +212,7 @@ class QMC(ReRAMOptions, TensorMethod):
             outlier_code=self.outlier_code,
             level_map=self.level_map,
             outlier_scores=scores,
+            clip_search=self.clip_search,
         )
         return self.tag_mram(qt)
 
