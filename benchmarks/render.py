@@ -199,6 +199,7 @@ def _baselines_section(d: dict) -> str:
 # Sections that other benchmark scripts write as markdown, in the order they appear.
 _SECTIONS = [
     "frontier.md",
+    "clip_search.md",
     "noise_cost.md",
     "cost.md",
     "contention.md",

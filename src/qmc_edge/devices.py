@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
+from .counter_rng import Generator, normal, uniform
 from .device_spec import DEFAULT_DEVICE, DeviceFile, format_age, load_device, parse_age, shipped_devices
 
 __all__ = [
@@ -100,33 +101,34 @@ class DeviceModel(ABC):
         (one programming seed) gives a different read each time it is read."""
         return False
 
-    def read(
-        self, levels: torch.Tensor, generator: torch.Generator, read_generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def read(self, levels: torch.Tensor, generator: Generator, read_generator: Generator | None = None) -> torch.Tensor:
         """Sample one read of every cell in ``levels`` (integer tensor of any shape).
 
         ``generator`` draws the chip (the programming error); ``read_generator``, for models that
         :attr:`rereads`, draws this read's noise. Without it, or for other models, the whole error is
-        drawn from ``generator`` through the transition matrix."""
+        drawn from ``generator`` through the transition matrix. A generator is a ``torch.Generator``
+        or a :class:`~qmc_edge.counter_rng.CounterStream` (the same draws on every device; the read
+        then runs where ``levels`` are)."""
         if self.is_ideal or levels.numel() == 0:
             return levels.clone()
-        cdf = torch.from_numpy(np.cumsum(self.transition_matrix(), axis=1)).to(torch.float64)
+        dev = levels.device
+        cdf = torch.from_numpy(np.cumsum(self.transition_matrix(), axis=1)).to(dev, torch.float64)
         cdf[:, -1] = 1.0  # guard against rounding: every draw lands somewhere
         flat = levels.reshape(-1).long()
-        u = torch.rand(flat.shape, generator=generator, dtype=torch.float64)
+        u = uniform(flat.shape, generator).to(dev)
         # Inverse-CDF sampling for every cell in one sorted search: row i of the CDF is offset by i,
         # so the rows concatenate into one ascending array and a cell programmed to level q with
         # uniform u is found by searching q + u. The read level is the number of entries of row q
         # below u, exactly the count ``(u > cdf[q]).sum()`` without an (n, L) comparison.
-        offset = torch.arange(self.levels, dtype=torch.float64)[:, None]
+        offset = torch.arange(self.levels, dtype=torch.float64, device=dev)[:, None]
         table = (offset + cdf).reshape(-1)
         v = flat.to(torch.float64) + u
         # Most cells read their own level q: that is exactly table[qL + q - 1] < v <= table[qL + q]
         # (the search's answer qL + q), two comparisons against per-level bounds. Only the others are
         # searched; the result is the full search's, element for element, at a fraction of its time.
         n = self.levels
-        q = torch.arange(n)
-        lo = torch.cat([torch.tensor([-float("inf")], dtype=torch.float64), table])[q * n + q]
+        q = torch.arange(n, device=dev)
+        lo = torch.cat([torch.tensor([-float("inf")], dtype=torch.float64, device=dev), table])[q * n + q]
         hi = table[q * n + q]
         out = flat.clone()
         miss = ~((v > lo.index_select(0, flat)) & (v <= hi.index_select(0, flat)))
@@ -364,9 +366,7 @@ class GaussianLevelReRAM(DeviceModel):
     def rereads(self) -> bool:
         return self.read_noise is not None or bool(self.read_share)
 
-    def read(
-        self, levels: torch.Tensor, generator: torch.Generator, read_generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def read(self, levels: torch.Tensor, generator: Generator, read_generator: Generator | None = None) -> torch.Tensor:
         """One read; with read noise (or ``read_share``) and a ``read_generator``: the chip's
         programmed conductances from ``generator`` (the same for every read of that chip), then this
         read's noise from ``read_generator`` (:meth:`program`, then :meth:`sense`)."""
@@ -375,9 +375,9 @@ class GaussianLevelReRAM(DeviceModel):
         flat = levels.reshape(-1).long()
         g = self.program(flat, generator)
         if self.read_share is not None:
-            sd = torch.from_numpy(self._sd_read)[flat]
-            g = g + sd * torch.randn(g.shape, generator=read_generator, dtype=torch.float64)
-            out = torch.bucketize(g, torch.from_numpy(self._thr), right=True)
+            sd = torch.from_numpy(self._sd_read).to(flat.device)[flat]
+            g = g + sd * normal(g.shape, read_generator).to(g.device)
+            out = torch.bucketize(g, torch.from_numpy(self._thr).to(g.device), right=True)
         else:
             out = self.sense(g, read_generator)
         return out.reshape(levels.shape).to(levels.dtype)
@@ -414,23 +414,23 @@ class GaussianLevelReRAM(DeviceModel):
         """Whether ``age_s`` lies beyond the longest measured time of the retention figures."""
         return self.relaxation is not None and self.age_s > self.relaxation.measured_to_s
 
-    def program(self, levels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def program(self, levels: torch.Tensor, generator: Generator) -> torch.Tensor:
         """One chip's programmed conductances (float64, normalised) for integer ``levels``: the
         programming error at ``age_s``, to be kept fixed for that chip."""
         flat = levels.reshape(-1).long()
-        mu = torch.from_numpy(self._mu)[flat]
-        sd = torch.from_numpy(self._sd_prog)[flat]
-        z = torch.randn(flat.shape, generator=generator, dtype=torch.float64)
+        mu = torch.from_numpy(self._mu).to(flat.device)[flat]
+        sd = torch.from_numpy(self._sd_prog).to(flat.device)[flat]
+        z = normal(flat.shape, generator).to(flat.device)
         return (mu + sd * z).reshape(levels.shape)
 
-    def sense(self, conductance: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sense(self, conductance: torch.Tensor, generator: Generator | None = None) -> torch.Tensor:
         """Read levels (int64) from conductances; with read noise on and a generator, adds a fresh
         read-noise draw first (sigma evaluated at each cell's conductance)."""
         g = conductance.to(torch.float64)
         if self.read_noise is not None and generator is not None:
             sd = self.read_noise.sigma(g, max(self.age_s, self.fresh_s))
-            g = g + sd * torch.randn(g.shape, generator=generator, dtype=torch.float64)
-        return torch.bucketize(g, torch.from_numpy(self._thr), right=True)
+            g = g + sd * normal(g.shape, generator).to(g.device)
+        return torch.bucketize(g, torch.from_numpy(self._thr).to(g.device), right=True)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -462,13 +462,13 @@ class MRAMBitFlips:
 
     ber: float = 0.0
 
-    def flip(self, codes: torch.Tensor, bits: int, generator: torch.Generator) -> torch.Tensor:
+    def flip(self, codes: torch.Tensor, bits: int, generator: Generator) -> torch.Tensor:
         """Flip bits of two's-complement ``bits``-bit integer codes. The uniforms are float64: a
         float32 draw is a multiple of 2**-24, so ``u < ber`` would flip at 6e-8 for any ber below it."""
         if self.ber <= 0 or codes.numel() == 0:
             return codes.clone()
-        mask_bits = torch.rand((codes.numel(), bits), generator=generator, dtype=torch.float64) < self.ber
-        weights = (1 << torch.arange(bits)).to(torch.int64)
+        mask_bits = uniform((codes.numel(), bits), generator).to(codes.device) < self.ber
+        weights = (1 << torch.arange(bits, device=codes.device)).to(torch.int64)
         xor = (mask_bits.to(torch.int64) * weights).sum(dim=1).reshape(codes.shape)
         unsigned = codes.to(torch.int64) & ((1 << bits) - 1)
         flipped = unsigned ^ xor

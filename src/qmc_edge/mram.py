@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .counter_rng import Generator, uniform
 from .devices import MRAMBitFlips
 from .level_map import inverse
 
@@ -406,7 +407,7 @@ def _zero_detected(wrong: torch.Tensor, status: torch.Tensor, stored: torch.Tens
     return torch.sort(torch.cat([keep, ones])).values
 
 
-def read_mram(qt: QuantizedTensor, mram: MRAMBitFlips, generator: torch.Generator | None) -> MRAMRead:
+def read_mram(qt: QuantizedTensor, mram: MRAMBitFlips, generator: Generator | None) -> MRAMRead:
     """One read of every MRAM field of ``qt`` under ``mram`` faults, decoded (module docstring).
 
     Draws nothing when ``mram.ber == 0`` or nothing of ``qt`` is in MRAM."""
@@ -427,10 +428,10 @@ def read_mram(qt: QuantizedTensor, mram: MRAMBitFlips, generator: torch.Generato
     sizes = [n * w for n, w in layout.values()]
     checks = [check_bits_for(b, ecc) for b in sizes]
     # One uniform per stored bit, data of all fields first, then check bits (module docstring).
-    flips = torch.nonzero(torch.rand(sum(sizes), generator=generator, dtype=torch.float64) < ber).squeeze(1)
+    flips = torch.nonzero(uniform((sum(sizes),), generator) < ber).squeeze(1)
     cflips = torch.empty(0, dtype=torch.int64)
     if sum(checks):
-        cflips = torch.nonzero(torch.rand(sum(checks), generator=generator, dtype=torch.float64) < ber).squeeze(1)
+        cflips = torch.nonzero(uniform((sum(checks),), generator) < ber).squeeze(1)
     off = coff = 0
     for (name, (n, w)), size, csize in zip(layout.items(), sizes, checks, strict=True):
         d = _window(flips, off, size)

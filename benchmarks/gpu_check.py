@@ -1,0 +1,95 @@
+"""On a GPU machine: are the counter-based device-noise draws bit-identical on CPU and GPU?
+
+Compares, bit for bit, what the CPU and the GPU compute from the same seeds with
+:class:`qmc_edge.counter_rng.CounterStream` (``realise(rng="philox")``):
+
+1. the uniforms of several streams (10M each);
+2. one read of random 2- and 3-bit cells through each shipped ReRAM device's transition matrix
+   (fresh and one day old), the cells on the GPU and on the CPU;
+3. reads with per-read noise (programmed conductance + read noise, thresholded): these go through the
+   inverse normal CDF, which the GPU may round differently in the last bit, so the script counts the
+   cells that differ instead of requiring none;
+4. MRAM bit flips at BER 1e-4.
+
+Writes benchmarks/results/gpu_check.json (machine named). Exits 2 with one line when no CUDA device
+is present. Usage: python benchmarks/gpu_check.py [--cells 4000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+from common import machine_label, write_json  # noqa: E402
+
+from qmc_edge.counter_rng import CounterStream  # noqa: E402
+from qmc_edge.devices import MRAMBitFlips, reram, shipped_devices  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=4_000_000)
+    ap.add_argument("--against", default="cuda", help="cpu: run every comparison CPU against CPU (tries the script)")
+    args = ap.parse_args()
+    if args.against == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_check: no CUDA device here; run it on a GPU machine (CPU: tests/test_counter_rng.py)")
+    gpu = torch.device(args.against)
+    t0 = time.perf_counter()
+    checks = []
+
+    def record(name: str, cpu: torch.Tensor, dev: torch.Tensor, exact: bool = True) -> None:
+        differ = int((cpu != dev.cpu()).sum())
+        checks.append({"check": name, "elements": cpu.numel(), "differ": differ, "must_be_exact": exact})
+        print(f"{name}: {differ} of {cpu.numel()} differ", flush=True)
+
+    for seed, name in [(0, "a"), (1, "model.layers.0.mlp.down_proj.weight"), (12345, "x\0read 3")]:
+        record(
+            f"uniforms seed={seed}",
+            CounterStream(seed, name).uniform(10_000_000),
+            CounterStream(seed, name, gpu).uniform(10_000_000),
+        )
+    for device in shipped_devices():
+        for cells in (2, 3):
+            for age in (0.0, "1d"):
+                d = reram(cells, device=device, age_s=age)
+                lv = torch.randint(0, 2**cells, (args.cells,), generator=torch.Generator().manual_seed(cells))
+                record(
+                    f"read {device} {cells}b/cell age={age}",
+                    d.read(lv, CounterStream(0, "cells")),
+                    d.read(lv.to(gpu), CounterStream(0, "cells", gpu)),
+                )
+        d = reram(3, device=device, read_noise=True)
+        lv = torch.randint(0, 8, (args.cells,), generator=torch.Generator().manual_seed(7))
+        record(
+            f"read {device} 3b/cell with read noise",
+            d.read(lv, CounterStream(0, "chip"), CounterStream(0, "read 0")),
+            d.read(lv.to(gpu), CounterStream(0, "chip", gpu), CounterStream(0, "read 0", gpu)),
+            exact=False,
+        )
+    codes = torch.randint(-127, 128, (args.cells,), dtype=torch.int16, generator=torch.Generator().manual_seed(3))
+    record(
+        "MRAM flips ber=1e-4",
+        MRAMBitFlips(1e-4).flip(codes, 8, CounterStream(0, "mram")),
+        MRAMBitFlips(1e-4).flip(codes.to(gpu), 8, CounterStream(0, "mram", gpu)),
+    )
+    payload = {
+        "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
+        "machine": machine_label(args.against),
+        "torch": torch.__version__,
+        "wall_seconds": time.perf_counter() - t0,
+        "all_exact": all(c["differ"] == 0 for c in checks if c["must_be_exact"]),
+        "checks": checks,
+    }
+    if args.against == "cuda":
+        write_json(HERE / "results" / "gpu_check.json", payload)
+    print("all exact checks identical" if payload["all_exact"] else "SOME EXACT CHECKS DIFFER", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The fast paths of QMC's quantizer: the clip-ratio descent and the outlier selection on a sampled bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qmc_edge import uniform
+from qmc_edge.cells import code_error_moments
+from qmc_edge.devices import reram
+from qmc_edge.methods import parse_method
+from qmc_edge.qmc import outlier_positions, quantize_qmc
+from qmc_edge.uniform import clip_grid, quantize_uniform
+
+
+def heavy_tailed(out: int, inf: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, inf, generator=g) * 0.02
+    idx = torch.randperm(w.numel(), generator=g)[: w.numel() // 200]
+    w.view(-1)[idx] *= 20
+    return w
+
+
+def reference_positions(w: torch.Tensor, rho: float) -> torch.Tensor:
+    """The definition: the k largest |w|, ties at the threshold to the lower flat index (stable sort)."""
+    k = round(rho * w.numel())
+    order = torch.sort(-w.abs().reshape(-1), stable=True).indices
+    return torch.sort(order[:k]).values
+
+
+@pytest.mark.parametrize("rho", [0.001, 0.01, 0.02, 0.03, 0.2])
+@pytest.mark.parametrize("kind", ["gaussian", "ties"])
+def test_outlier_positions_equal_the_stable_sort_definition(rho, kind):
+    """The sampled bound (used for small rho) and the whole-tensor path select exactly the same
+    positions as a stable descending sort, including many ties at the threshold."""
+    if kind == "ties":  # integers: thousands of equal magnitudes at every threshold
+        w = torch.randint(-12, 13, (384, 512), generator=torch.Generator().manual_seed(1)).float()
+    else:
+        w = heavy_tailed(384, 512, 2)
+    assert torch.equal(outlier_positions(w, rho), reference_positions(w, rho))
+
+
+def test_outlier_bound_is_used_and_falls_back_when_too_few_remain():
+    from qmc_edge.qmc import _candidates
+
+    w = heavy_tailed(256, 512, 3).reshape(-1).abs()
+    k = round(0.01 * w.numel())
+    cand = _candidates(w, k)
+    assert cand is not None and k <= cand.numel() < w.numel() // 10  # the fast path, a small superset
+    assert _candidates(w, w.numel() // 4) is None  # rho too large for a sampled bound: whole tensor
+    # The sampled positions hold the only large entries: too few remain above the bound, so the
+    # whole tensor is used, and the selection is still the definition's.
+    a = torch.ones(64 * 1024)
+    a[: 300 * 16 : 16] = 2.0
+    assert _candidates(a, 2048) is None
+    assert torch.equal(
+        outlier_positions(a[None, :], 2048 / a.numel()), reference_positions(a[None, :], 2048 / a.numel())
+    )
+
+
+def expected_error(w, uc, moments):
+    s = uc.scale[:, torch.arange(w.shape[1]) // uc.group_size]
+    e = uc.dequantize() - w
+    q = uc.codes.long()
+    return (e * e + 2 * e * s * moments[0][q] + s * s * moments[1][q]).reshape(w.shape[0], -1, uc.group_size).sum(2)
+
+
+@pytest.mark.parametrize("bits,cells,age", [(3, 3, 0.0), (2, 2, 0.0), (4, 2, 0.0), (3, 3, "1d")])
+def test_descent_picks_from_the_grid_and_is_close_to_its_minimum(bits, cells, age):
+    """The descent chooses among the grid's ratios, so no group can beat the exhaustive search; and
+    on heavy-tailed weights its total expected error is within 1% of the exhaustive minimum."""
+    w = heavy_tailed(128, 512, bits * 7 + cells)
+    mom = code_error_moments(bits, reram(cells, age_s=age))
+    kw = dict(clip_ratios=clip_grid(20), moments=mom)
+    grid = quantize_uniform(w, bits, 128, search="grid", **kw)
+    fast = quantize_uniform(w, bits, 128, search="descent", **kw)
+    eg, ef = expected_error(w, grid, mom), expected_error(w, fast, mom)
+    assert torch.all(ef >= eg * (1 - 1e-5) - 1e-12)  # exhaustive is the minimum over the same set
+    assert float(ef.sum()) <= 1.01 * float(eg.sum())
+    assert (ef <= eg * (1 + 1e-6)).float().mean() > 0.8  # most groups: the grid's own choice
+    assert int(fast.codes.max()) < 2**bits
+
+
+def test_descent_evaluates_eight_candidates_for_twenty_ratios(monkeypatch):
+    calls = []
+    real = uniform._candidate
+    monkeypatch.setattr(uniform, "_candidate", lambda *a: calls.append(1) or real(*a))
+    w = heavy_tailed(8, 256, 4)
+    quantize_uniform(w, 3, 128, clip_ratios=clip_grid(20), search="descent")
+    assert len(calls) == 8 == uniform._descent_evals(20)
+    calls.clear()
+    quantize_uniform(w, 3, 128, clip_ratios=clip_grid(20))
+    assert len(calls) == 20
+    calls.clear()
+    quantize_uniform(w, 3, 128, clip_ratios=clip_grid(6), search="descent")
+    assert len(calls) == 4 == uniform._descent_evals(6)
+    calls.clear()
+    quantize_uniform(w, 3, 128, clip_ratios=clip_grid(3), search="descent")  # too few to pay: the grid
+    assert len(calls) == 3
+
+
+def test_descent_finds_the_minimum_of_a_unimodal_error():
+    """A group whose expected error is unimodal in the ratio: the descent lands on the grid's minimum."""
+    w = torch.linspace(-1, 1, 128)[None, :] ** 3  # smooth, symmetric: error convex in the clip here
+    grid = quantize_uniform(w, 3, 128, clip_ratios=clip_grid(20))
+    fast = quantize_uniform(w, 3, 128, clip_ratios=clip_grid(20), search="descent")
+    assert torch.equal(grid.scale, fast.scale) and torch.equal(grid.codes, fast.codes)
+
+
+def test_clip_search_option_reaches_the_quantizer():
+    w = heavy_tailed(64, 256, 5)
+    spec = parse_method("qmc3:clip_search=descent")
+    assert spec.clip_search == "descent"
+    qt = spec.quantize_tensor(w)
+    direct = quantize_qmc(w, 3, spec.device(for_search=True), rho=0.01, clip_search="descent")
+    assert torch.equal(qt.inliers.codes, direct.inliers.codes)
+    with pytest.raises(ValueError, match="clip_search"):
+        parse_method("qmc3:clip_search=golden")
+    with pytest.raises(ValueError, match="clip search must be one of"):
+        quantize_uniform(w, 3, 128, search="golden")
