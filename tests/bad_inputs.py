@@ -105,6 +105,7 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
     # Numbers out of range.
     add("seeds 0", [*ppl, "--seeds", "0"], "--seeds")
     add("noise seed -1", [*ppl, "--noise-seed", "-1"], "--noise-seed")
+    add("rng unknown", [*ppl, "--rng", "mt19937"], "--rng mt19937")
     add("max windows 0", [*ppl, "--max-windows", "0"], "--max-windows")
     add("context 1", ["ppl", *m, "--text", text, "--context", "1"], "--context")
     add("context too long", ["ppl", *m, "--text", text, "--context", "100000"], "longer than the model allows")

@@ -27,6 +27,7 @@ from .cli_common import (
     ModelOpt,
     NoiseSeedOpt,
     RhoOpt,
+    RngOpt,
     SeedsOpt,
     TaskOpt,
     TextOpt,
@@ -34,6 +35,7 @@ from .cli_common import (
     check_eval,
     check_limit,
     check_output_file,
+    check_rng,
     check_seeds,
     errors,
     load,
@@ -134,6 +136,7 @@ def ppl(
     noise_seed: NoiseSeedOpt = 0,
     json_path: JsonOpt = None,
     device: DeviceOpt = "cpu",
+    rng: RngOpt = "torch",
 ) -> None:
     """Perplexity of a model, optionally quantized and read through noisy devices, over N noise seeds."""
     with errors():
@@ -142,9 +145,10 @@ def ppl(
         check_eval(context, max_windows)
         check_output_file(json_path)
         check_device(device)
+        check_rng(rng)
         src = read_text(text)
         lm = load(model, device)
-        run_compare(lm, [spec], src, context, max_windows, seed_list, json_path, "perplexity")
+        run_compare(lm, [spec], src, context, max_windows, seed_list, json_path, "perplexity", rng=rng)
 
 
 @app.command()
@@ -161,6 +165,7 @@ def compare(
     data_dir: DataOpt = None,
     json_path: JsonOpt = None,
     device: DeviceOpt = "cpu",
+    rng: RngOpt = "torch",
 ) -> None:
     """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time
     (and reasoning-task accuracy columns with --task)."""
@@ -171,10 +176,11 @@ def compare(
         check_limit(task_limit)
         check_output_file(json_path)
         check_device(device)
+        check_rng(rng)
         src = read_text(text)
         tasks = load_task_items(task, task_limit, data_dir)
         lm = load(model, device)
-        run_compare(lm, specs, src, context, max_windows, seed_list, json_path, "compare", tasks, task_limit)
+        run_compare(lm, specs, src, context, max_windows, seed_list, json_path, "compare", tasks, task_limit, rng=rng)
 
 
 @app.command()

@@ -58,6 +58,13 @@ CtxOpt = Annotated[int, typer.Option("--context", help="tokens per window")]
 WinOpt = Annotated[int | None, typer.Option("--max-windows", help="cap on windows (quick runs)")]
 SeedsOpt = Annotated[int, typer.Option("--seeds", help="number of device-noise seeds for noisy methods")]
 NoiseSeedOpt = Annotated[int, typer.Option("--noise-seed", help="first device-noise seed (then +1, +2, ...)")]
+RngOpt = Annotated[
+    str,
+    typer.Option(
+        "--rng",
+        help="device-noise generator: torch (CPU's; the stored results) or philox (the same on CPU and GPU)",
+    ),
+]
 TaskOpt = Annotated[
     list[str] | None,
     typer.Option("--task", "-t", help="arc_easy, arc_challenge, boolq, hellaswag, or a JSON-lines file; repeat"),
@@ -164,6 +171,14 @@ def check_output_dir(path: Path | str | None, flag: str) -> Path | None:
         raise QMCError(f"{flag} {path}: folder does not exist; create it first")
     probe_dir(p, f"{flag} {path}")
     return p
+
+
+def check_rng(rng: str) -> None:
+    """``--rng`` names a generator :meth:`QuantizedModel.realise` knows, or one line saying which do."""
+    from .qmodel import RNGS
+
+    if rng not in RNGS:
+        raise QMCError(f"--rng {rng}: use one of {', '.join(RNGS)}")
 
 
 def check_seeds(seeds: int, noise_seed: int) -> tuple[int, ...]:

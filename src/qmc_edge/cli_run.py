@@ -88,6 +88,7 @@ def run_compare(
     tasks: dict | None = None,
     task_limit: int | None = None,
     after: Callable[[list[dict]], dict] | None = None,
+    rng: str = "torch",
 ) -> list[dict]:
     """Every spec on ``lm``: perplexity on ``src`` (None: tasks only) and ``tasks``, one row per spec."""
     with_ppl = src is not None
@@ -95,9 +96,9 @@ def run_compare(
         check_context(context, lm.max_context)
         with console.status("tokenizing ..."):
             ids = tokenize(lm.tokenizer, src.text)
-        cfg = EvalSettings(context, max_windows, seeds, bos_for(lm.tokenizer))
+        cfg = EvalSettings(context, max_windows, seeds, bos_for(lm.tokenizer), rng)
     else:
-        ids, cfg = None, EvalSettings(context, max_windows, seeds, None)
+        ids, cfg = None, EvalSettings(context, max_windows, seeds, None, rng)
     rows = []
     with progress_bars() as prog:
         for spec in specs:

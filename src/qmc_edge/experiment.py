@@ -26,6 +26,7 @@ class EvalSettings:
     max_windows: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     bos_id: int | None = None
+    rng: str = "torch"  # the device-noise generator (QuantizedModel.realise): torch, or philox
 
 
 def _noop(_: str, __: int, ___: int) -> None:
@@ -64,7 +65,7 @@ def run_method(
     try:
         for s in seeds:
             if qm is not None:
-                qm.realise(lm.model, s if spec.noisy else None)
+                qm.realise(lm.model, s if spec.noisy else None, rng=cfg.rng)
             suffix = f" seed {s}" if spec.noisy else ""
             entry: dict = {"seed": s if spec.noisy else None}
             if ids is not None:
@@ -74,7 +75,7 @@ def run_method(
                     # Read noise: every window is a new read of the same chip (seed s).
                     def reread(i: int, s: int = s) -> None:
                         if i:  # read 0 is already in the model
-                            qm.realise(lm.model, s, read=i)
+                            qm.realise(lm.model, s, read=i, rng=cfg.rng)
 
                 r = perplexity(
                     lm.model,
@@ -86,7 +87,7 @@ def run_method(
                     reread,
                 )
                 if reread is not None:
-                    qm.realise(lm.model, s)  # the tasks below take read 0 of the chip
+                    qm.realise(lm.model, s, rng=cfg.rng)  # the tasks below take read 0 of the chip
                     entry["reads"] = r.windows
                 entry.update(r.to_dict())
             per_seed.append(entry)
@@ -105,6 +106,7 @@ def run_method(
         "compression_quantized_layers": report["compression_quantized_layers"],
         "compression_whole_model": report["compression_whole_model"],
         "seeds": [r["seed"] for r in per_seed] if spec.noisy else [],
+        "rng": cfg.rng if spec.noisy else None,
         "quantize_seconds": qm.quantize_seconds if qm is not None else 0.0,
         "quantize_info": qm.info if qm is not None else {},
         "storage": report,
