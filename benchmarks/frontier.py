@@ -61,8 +61,8 @@ def rows() -> list[dict]:
             model = Path(d["model"]).name
             fp = next((r["ppl_mean"] for r in d["rows"] if r["spec"]["method"] == "fp" and "ppl_mean" in r), None)
             for r in d["rows"]:
-                if "ppl_mean" not in r:
-                    continue
+                if "ppl_mean" not in r or r["spec"].get("clip_search") == "descent":
+                    continue  # the descent's rows are the clip-search section's (benchmarks/clip_search.py)
                 out.append(
                     {
                         "model": model,

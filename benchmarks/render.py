@@ -235,6 +235,8 @@ def render() -> Path:
     for name in _SECTIONS:
         if (HERE / name).is_file():
             parts.append((HERE / name).read_text())
+        if name == "frontier.md" and (d := from_store("frontier-tasks")):
+            parts.append(_tasks_section(d, "### Zero-shot reasoning at the frontier's usable points"))
         if name == "cost.md":
             for sweep, section in (("baselines", _baselines_section), ("tasks-baselines", _tasks_section)):
                 d = from_store(sweep)

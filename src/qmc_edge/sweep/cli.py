@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 
 def sweep(
@@ -61,7 +62,8 @@ def sweep(
             f"in {summary.seconds:.0f} s"
         )
         for f in summary.failed:
-            out.print(f"[red]failed[/red] {f['model']} / {f['method']}: {f['error']}")
+            # escaped: an error names extras like qmc-edge[calibration], which rich would take for markup
+            out.print(f"[red]failed[/red] {escape(f['model'])} / {escape(f['method'])}: {escape(f['error'])}")
         out.print(f"report: qmc report {store}")
 
 

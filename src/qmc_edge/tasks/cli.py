@@ -10,10 +10,12 @@ from ..cli_common import (
     MethodsOpt,
     ModelOpt,
     NoiseSeedOpt,
+    RngOpt,
     SeedsOpt,
     TaskOpt,
     check_limit,
     check_output_file,
+    check_rng,
     check_seeds,
     errors,
     load,
@@ -32,6 +34,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataOpt = None,
         json_path: JsonOpt = None,
         device: DeviceOpt = "cpu",
+        rng: RngOpt = "torch",
     ) -> None:
         """Zero-shot multiple-choice accuracy (acc, acc_norm ± stderr) as lm-evaluation-harness scores it."""
         from ..cli_run import load_task_items, run_compare
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
             check_limit(limit)
             check_output_file(json_path)
             check_device(device)
+            check_rng(rng)
             loaded = load_task_items(task or list(TASKS), limit, data_dir)
             lm = load(model, device)
-            run_compare(lm, specs, None, 0, None, seed_list, json_path, "tasks", loaded, task_limit=limit)
+            run_compare(lm, specs, None, 0, None, seed_list, json_path, "tasks", loaded, task_limit=limit, rng=rng)
