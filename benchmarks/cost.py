@@ -252,7 +252,12 @@ def render() -> None:
     if later:
         lines += ["", "† measured later in a process of its own, same settings: " + "; ".join(f"`{c}`" for c in later)]
     secs = {c["spec"]: timing.get(c["method"], c["quantize_seconds"]) for c in d["cost"]}
-    pairs = [("qmc3", "rtn3", 3.0), ("qmc3-gptq", "gptq3", 1.0)]
+    pairs = [
+        ("qmc3", "rtn3", 3.0),
+        ("qmc3:clip_search=descent", "rtn3", 3.0),
+        ("qmc3-gptq", "gptq3", 1.0),
+        ("qmc3-gptq:clip_search=descent", "gptq3", 1.0),
+    ]
     ratios = [
         f"{a} / {b} = {secs[a] / secs[b]:.2f}x (target <= {t:g}x)" for a, b, t in pairs if a in secs and b in secs
     ]
