@@ -26,7 +26,7 @@ from qmc_edge.sweep.tables import payloads
 HERE = Path(__file__).resolve().parent
 STORE = HERE / "store"
 RESULTS = HERE / "results"
-SWEEPS = ("frontier", "frontier-lib")
+SWEEPS = ("frontier", "frontier-lib", "frontier-gemma")
 
 
 def _family(row: dict) -> str:
@@ -179,7 +179,7 @@ def _targets(rs: list[dict]) -> list[str]:
             f"{b['ppl'] / g['ppl']:.2f}x: " + ("**reached**" if b["ppl"] <= 1.1 * g["ppl"] else "**missed**")
         )
     nc = RESULTS / "noise_cost_smollm2-135m.json"
-    if nc.is_file():
+    if nc.is_file() and rs and "smollm2" in rs[0]["model"].lower():  # the noise-cost runs are SmolLM2's
         d = json.loads(nc.read_text(encoding="utf-8"))
         best = min(d["rows"], key=lambda r: r["noise_cost"])
         default = d["rows"][0]

@@ -116,9 +116,9 @@ def test_perplexity_rereads_every_window(tiny_lm, text_file, monkeypatch):
     calls: list[tuple[int | None, int]] = []
     real = QuantizedModel.realise
 
-    def spy(self, model, seed, read=0):
+    def spy(self, model, seed, read=0, rng="torch"):
         calls.append((seed, read))
-        return real(self, model, seed, read)
+        return real(self, model, seed, read, rng)
 
     monkeypatch.setattr(QuantizedModel, "realise", spy)
     row = run_method(tiny_lm, parse_method("qmc3:read_share=0.5"), ids, cfg)
