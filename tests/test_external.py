@@ -197,7 +197,7 @@ def test_qmc_gptq_pipeline_equals_llm_compressor_gptq_without_outliers(tiny_lm):
         return QuantizedTensor(shape=(out, inf), inliers=grid), info
 
     # The pipeline hands over the modules that share one input together; each is rounded on its own here.
-    ours, _ = quantize_model_gptq(model, names, lambda ws, h: [minmax_gptq(w, h) for w in ws], calib.samples)
+    ours, _ = quantize_model_gptq(model, names, lambda _names, ws, h: [minmax_gptq(w, h) for w in ws], calib.samples)
     for n in names:
         assert torch.equal(ours[n].inliers.scale, lib[n].inliers.scale), n
         assert torch.equal(ours[n].inliers.codes, lib[n].inliers.codes), n

@@ -209,3 +209,23 @@ def test_noise_aware_gptq_without_noise_is_plain_gptq():
     assert torch.equal(a.inliers.codes, b.inliers.codes)
     with pytest.raises(ValueError, match="applies to rounding=gptq"):
         parse_method("qmc:gptq_noise=true")
+
+
+def test_gptq_with_fisher_ranked_outliers(tiny_lm):
+    """outliers_by=fisher with GPTQ rounding: the split is the one nearest rounding makes from the same
+    Fisher (the rounding changes codes, not which weights go to MRAM), not the magnitude rule's; and
+    GPTQ re-rounds the inliers on that split."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    names = target_weights(model)
+    calib = _calib(tok)
+    gptq = round_gptq(
+        parse_method("qmc3-gptq:group_size=32,rho=0.02,outliers_by=fisher"), model, names, tok, None, calib
+    )
+    near = quantize_model(model, parse_method("qmc3:group_size=32,rho=0.02,outliers_by=fisher"), tokenizer=tok)
+    mag = round_gptq(parse_method("qmc3-gptq:group_size=32,rho=0.02"), model, names, tok, None, calib)
+    moved = 0
+    for n in names:
+        assert torch.equal(gptq.tensors[n].outliers.index, near.tensors[n].outliers.index), n
+        moved += int((~torch.isin(gptq.tensors[n].outliers.index, mag.tensors[n].outliers.index)).sum())
+    assert moved > 0
+    assert any(not torch.equal(gptq.tensors[n].inliers.codes, near.tensors[n].inliers.codes) for n in names)

@@ -236,7 +236,7 @@ def _run_block(block: torch.nn.Module, inputs) -> list[tuple[torch.Tensor, dict]
 def _quantize_block(block, inputs, mine, params, modules, quantize_group, n_samples):
     """Collect the Hessian of every Linear in ``mine`` over one pass of ``block`` (weights as they are),
     then quantize them, the modules that read the same input (q, k and v; gate and up) together in
-    one call of ``quantize_group(weights, hessian)``; yields (name, tensor, info)."""
+    one call of ``quantize_group(names, weights, hessian)``; yields (name, tensor, info)."""
     sums: dict[str, torch.Tensor] = {}
     shares: dict[str, str] = {}  # module -> the first module that read the same input, in the first pass
     hooks = []
@@ -266,7 +266,7 @@ def _quantize_block(block, inputs, mine, params, modules, quantize_group, n_samp
             groups.setdefault(shares[n], []).append(n)
     for lead, names in groups.items():
         hessian = 2 * sums[lead] / n_samples  # every module of the group summed the same X^T X
-        results = quantize_group([params[n].detach() for n in names], hessian)
+        results = quantize_group(names, [params[n].detach() for n in names], hessian)
         for n, (qt, info) in zip(names, results, strict=True):
             yield n, qt, info
 
@@ -274,13 +274,13 @@ def _quantize_block(block, inputs, mine, params, modules, quantize_group, n_samp
 def quantize_model_gptq(
     model: torch.nn.Module,
     names: list[str],
-    quantize_group: Callable[[list[torch.Tensor], torch.Tensor], list[tuple[QuantizedTensor, dict]]],
+    quantize_group: Callable[[list[str], list[torch.Tensor], torch.Tensor], list[tuple[QuantizedTensor, dict]]],
     samples,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, QuantizedTensor], dict]:
     """Quantize ``names`` block by block: each block's Linear inputs are collected with the earlier
-    blocks already quantized, its weights quantized with ``quantize_group(weights, hessian)`` (modules
-    that read one input share it), and its
+    blocks already quantized, its weights quantized with ``quantize_group(names, weights, hessian)``
+    (modules that read one input share it), and its
     outputs recomputed with the quantized weights for the next block. ``model`` is unchanged after."""
     prefix, blocks = decoder_layers(model, names)
     params = dict(model.named_parameters(remove_duplicate=False))

@@ -163,8 +163,6 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.outliers_by == "fisher":
             if self.sensitivity == "uniform":
                 raise ValueError("outliers_by=fisher needs a Fisher: sensitivity=self or calibration")
-            if self.rounding == "gptq":
-                raise ValueError("outliers_by=fisher works with rounding=nearest")
         return self
 
     @property
@@ -243,12 +241,15 @@ class QMC(ReRAMOptions, TensorMethod):
             "outliers": k,
         }
 
-    def gptq_tensor(self, w: torch.Tensor, hessian: torch.Tensor) -> tuple[QuantizedTensor, dict]:
-        """One weight with GPTQ rounding: this spec's split and grid (nearest rounding's result), then
-        every entry re-rounded by GPTQ on that grid, outliers on their own MRAM grid."""
+    def gptq_tensor(
+        self, w: torch.Tensor, hessian: torch.Tensor, sensitivity: torch.Tensor | None = None
+    ) -> tuple[QuantizedTensor, dict]:
+        """One weight with GPTQ rounding: this spec's split (by ``sensitivity`` with
+        ``outliers_by=fisher``) and grid (nearest rounding's result), then every entry re-rounded by
+        GPTQ on that grid, outliers on their own MRAM grid."""
         from ..gptq import gptq_round
 
-        qt = self.quantize_tensor(w)
+        qt = self.quantize_tensor(w, sensitivity)
         ot = qt.outliers
         mask = torch.zeros(qt.shape, dtype=torch.bool)
         mask.view(-1)[ot.index] = True
@@ -260,16 +261,19 @@ class QMC(ReRAMOptions, TensorMethod):
         self._refit_level_map(w, qt)
         return qt, info
 
-    def gptq_tensors(self, ws: list[torch.Tensor], hessian: torch.Tensor) -> list[tuple[QuantizedTensor, dict]]:
+    def gptq_tensors(
+        self, ws: list[torch.Tensor], hessian: torch.Tensor, sens: list[torch.Tensor] | None = None
+    ) -> list[tuple[QuantizedTensor, dict]]:
         """:meth:`gptq_tensor` for weights that share one Hessian (they read the same input): each its
         own split and grid, then one GPTQ pass over their rows stacked. GPTQ treats rows
         independently, so each tensor gets the codes it would get alone (tests/test_gptq.py), with a
         third of the per-column work for q, k and v."""
         from ..gptq import RowOutliers, gptq_round
 
+        sens = sens or [None] * len(ws)
         if len(ws) == 1:
-            return [self.gptq_tensor(ws[0], hessian)]
-        qts = [self.quantize_tensor(w) for w in ws]
+            return [self.gptq_tensor(ws[0], hessian, sens[0])]
+        qts = [self.quantize_tensor(w, s) for w, s in zip(ws, sens, strict=True)]
         rows = [qt.shape[0] for qt in qts]
         masks = []
         for qt in qts:
@@ -345,7 +349,16 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
             raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
         calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
     t0 = time.perf_counter()
-    tensors, info = quantize_model_gptq(model, names, spec.gptq_tensors, calib.samples, progress)
+    sens = None
+    if spec.outliers_by == "fisher":  # the Fisher of the unquantized model, before any block is rounded
+        from ..sensitivity import sensitivity_for
+
+        sens = sensitivity_for(spec, model, names, tokenizer)
+
+    def group(gnames, ws, hessian):
+        return spec.gptq_tensors(ws, hessian, [sens[n] for n in gnames] if sens else None)
+
+    tensors, info = quantize_model_gptq(model, names, group, calib.samples, progress)
     info["calibration"] = calib.describe()
     return QuantizedModel(spec, tensors, time.perf_counter() - t0, info=info)  # realise() keeps the originals
 
