@@ -20,6 +20,7 @@ threshold.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -98,18 +99,12 @@ Generator = torch.Generator | CounterStream
 def uniform(shape: tuple[int, ...] | torch.Size, generator: Generator) -> torch.Tensor:
     """float64 uniforms of ``shape`` from a torch generator (``torch.rand``, as before) or a stream."""
     if isinstance(generator, CounterStream):
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return generator.uniform(n).reshape(shape)
+        return generator.uniform(math.prod(shape)).reshape(shape)
     return torch.rand(shape, generator=generator, dtype=torch.float64)
 
 
 def normal(shape: tuple[int, ...] | torch.Size, generator: Generator) -> torch.Tensor:
     """float64 standard normals of ``shape`` (``torch.randn`` for a torch generator)."""
     if isinstance(generator, CounterStream):
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return generator.normal(n).reshape(shape)
+        return generator.normal(math.prod(shape)).reshape(shape)
     return torch.randn(shape, generator=generator, dtype=torch.float64)
