@@ -211,16 +211,15 @@ def test_noise_aware_gptq_without_noise_is_plain_gptq():
         parse_method("qmc:gptq_noise=true")
 
 
-def test_gptq_with_fisher_ranked_outliers(tiny_lm):
+def test_gptq_with_fisher_ranked_outliers(tiny_lm, monkeypatch):
     """outliers_by=fisher with GPTQ rounding: the split is the one nearest rounding makes from the same
     Fisher (the rounding changes codes, not which weights go to MRAM), not the magnitude rule's; and
     GPTQ re-rounds the inliers on that split."""
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     names = target_weights(model)
     calib = _calib(tok)
-    gptq = round_gptq(
-        parse_method("qmc3-gptq:group_size=32,rho=0.02,outliers_by=fisher"), model, names, tok, None, calib
-    )
+    spec = parse_method("qmc3-gptq:group_size=32,rho=0.02,outliers_by=fisher")
+    gptq = round_gptq(spec, model, names, tok, None, calib)
     near = quantize_model(model, parse_method("qmc3:group_size=32,rho=0.02,outliers_by=fisher"), tokenizer=tok)
     mag = round_gptq(parse_method("qmc3-gptq:group_size=32,rho=0.02"), model, names, tok, None, calib)
     moved = 0
@@ -229,3 +228,7 @@ def test_gptq_with_fisher_ranked_outliers(tiny_lm):
         moved += int((~torch.isin(gptq.tensors[n].outliers.index, mag.tensors[n].outliers.index)).sum())
     assert moved > 0
     assert any(not torch.equal(gptq.tensors[n].inliers.codes, near.tensors[n].inliers.codes) for n in names)
+    # and the method, through the whole-model entry point, rounds with GPTQ (not the nearest-rounding path)
+    monkeypatch.setattr("qmc_edge.external.calibration.calibration_set", lambda *a, **k: calib)
+    whole = spec.quantize(model, names, tok)
+    assert all(torch.equal(whole.tensors[n].inliers.codes, gptq.tensors[n].inliers.codes) for n in names)

@@ -315,7 +315,7 @@ class QMC(ReRAMOptions, TensorMethod):
             return QuantizedModel(
                 self, {n: self.tag_mram(qt) for n, qt in tensors.items()}, time.perf_counter() - t0, info=info
             )
-        if self.outliers_by == "fisher":
+        if self.outliers_by == "fisher" and self.rounding == "nearest":  # GPTQ takes the Fisher itself
             return self._quantize_by_fisher(model, names, tokenizer, progress)
         return ROUNDINGS[self.rounding](self, model, names, tokenizer, progress)
 
