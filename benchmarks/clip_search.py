@@ -1,8 +1,11 @@
 """QMC quantization speed: the exhaustive clip-ratio grid against the descent (``clip_search=descent``),
 side by side in one process on the embedded model, with RTN at the same bits as the yardstick.
 
-Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent (each
-timed ``--repeats`` times, alternating, the median kept), the total expected squared read error of
+Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent, the
+descent both compiled (the default on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
+formulation (``uniform.COMPILED = False``), each timed ``--repeats`` times, alternating, the median
+kept (the kernel is compiled, or loaded from numba's cache, before the timings), the share of groups
+where the two formulations chose the same grid, the total expected squared read error of
 every quantized tensor under both searches (analytic, device errors included:
 :func:`qmc_edge.budget.expected_sq_error`) and the share of (row, group) grids the descent chose
 exactly as the grid did. Perplexity of both searches comes from the frontier sweep's points in
@@ -27,6 +30,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
+from qmc_edge import uniform  # noqa: E402
 from qmc_edge.budget import expected_sq_error  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.model_io import load_model  # noqa: E402
@@ -47,10 +51,14 @@ def descent_text(text: str) -> str:
     return text + (",clip_search=descent" if ":" in text else ":clip_search=descent")
 
 
-def timed(model, spec):
-    t0 = time.perf_counter()
-    qm = quantize_model(model, spec)
-    return time.perf_counter() - t0, qm
+def timed(model, spec, compiled: bool = True):
+    uniform.COMPILED = compiled
+    try:
+        t0 = time.perf_counter()
+        qm = quantize_model(model, spec)
+        return time.perf_counter() - t0, qm
+    finally:
+        uniform.COMPILED = True
 
 
 def total_expected_error(model, spec, qm) -> float:
@@ -74,14 +82,18 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     lm = load_model(None)
+    t0 = time.perf_counter()
+    uniform.quantize_uniform(torch.randn(4, 256), 3, 128, clip_ratios=uniform.clip_grid(20), search="descent")
+    compile_s = time.perf_counter() - t0  # numba compiles on first use, or loads its on-disk cache
     rows = []
     for text, rtn_text in CONFIGS:
-        specs = {"rtn": parse_method(rtn_text), "grid": parse_method(text), "descent": parse_method(descent_text(text))}
+        fast = parse_method(descent_text(text))
+        specs = {"rtn": parse_method(rtn_text), "grid": parse_method(text), "descent": fast, "descent_torch": fast}
         times: dict[str, list[float]] = {k: [] for k in specs}
         kept = {}
         for _ in range(args.repeats):
             for k, spec in specs.items():
-                dt, qm = timed(lm.model, spec)
+                dt, qm = timed(lm.model, spec, compiled=k != "descent_torch")
                 times[k].append(dt)
                 kept[k] = qm
         eg = total_expected_error(lm.model, specs["grid"], kept["grid"])
@@ -96,6 +108,8 @@ def main() -> None:
             "descent_speedup": med["grid"] / med["descent"],
             "grid_over_rtn": med["grid"] / med["rtn"],
             "descent_over_rtn": med["descent"] / med["rtn"],
+            "compiled_speedup": med["descent_torch"] / med["descent"],
+            "compiled_same_grid_share": same_grids(kept["descent"], kept["descent_torch"]),
             "expected_error_grid": eg,
             "expected_error_descent": ed,
             "expected_error_increase": ed / eg - 1,
@@ -103,6 +117,8 @@ def main() -> None:
         }
         print(
             f"{row['method']}: RTN {med['rtn']:.2f} s, grid {med['grid']:.2f} s, descent {med['descent']:.2f} s "
+            f"(torch formulation {med['descent_torch']:.2f} s, same grid in "
+            f"{100 * row['compiled_same_grid_share']:.4f}% of groups) "
             f"({row['descent_speedup']:.2f}x; {row['descent_over_rtn']:.1f}x RTN); expected error "
             f"{100 * row['expected_error_increase']:+.3f}%, same grid in {100 * row['same_grid_share']:.1f}% of groups",
             flush=True,
@@ -118,6 +134,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "model": "SmolLM2-135M-Instruct (embedded; reference Q4_1 upstream)",
         "repeats": args.repeats,
+        "first_call_seconds": compile_s,
         "wall_seconds": time.perf_counter() - t_start,
         "rows": rows,
     }
@@ -156,17 +173,30 @@ def write_md() -> None:
         "- grid: every one of the 20 clip ratios per (row, group), the default (`clip_search=grid`); "
         "descent: `clip_search=descent`, 8 candidates per group (two starts, then +-4, +-2, +-1 ratios around "
         "the best); expected error: total expected squared read error of all tensors, device errors included",
+        *(
+            [
+                "- descent: compiled per group (`src/qmc_edge/clip_kernel.py`, numba; the default on a CPU); "
+                "torch: the same descent as torch tensor passes (`uniform.COMPILED = False`); same: share of "
+                "groups where both chose the same grid (they differ only where two ratios tie to within "
+                f"float rounding); the kernel's first use took {d['first_call_seconds']:.1f} s in this run "
+                "(compiling, or loading numba's on-disk cache)"
+            ]
+            if "first_call_seconds" in d
+            else []
+        ),
         "",
-        "| configuration | RTN s | grid s | descent s | descent speed-up | grid / RTN | descent / RTN "
-        "| expected error (descent vs grid) | groups with the grid's choice |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | RTN s | grid s | descent (torch) s | descent s | descent speed-up | grid / RTN "
+        "| descent / RTN | expected error (descent vs grid) | groups with the grid's choice | compiled = torch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["rows"]:
         m = r["median_seconds"]
+        torch_s = f"{m['descent_torch']:.2f}" if "descent_torch" in m else "-"
+        same = f"{100 * r['compiled_same_grid_share']:.4f}%" if "compiled_same_grid_share" in r else "-"
         lines.append(
-            f"| {r['method']} | {m['rtn']:.2f} | {m['grid']:.2f} | {m['descent']:.2f} | {r['descent_speedup']:.2f}x | "
-            f"{r['grid_over_rtn']:.1f}x | {r['descent_over_rtn']:.1f}x | {100 * r['expected_error_increase']:+.3f}% | "
-            f"{100 * r['same_grid_share']:.1f}% |"
+            f"| {r['method']} | {m['rtn']:.2f} | {m['grid']:.2f} | {torch_s} | {m['descent']:.2f} | "
+            f"{r['descent_speedup']:.2f}x | {r['grid_over_rtn']:.1f}x | {r['descent_over_rtn']:.1f}x | "
+            f"{100 * r['expected_error_increase']:+.3f}% | {100 * r['same_grid_share']:.1f}% | {same} |"
         )
     pairs = perplexity_pairs()
     if pairs:

@@ -54,6 +54,14 @@ def _memory(row: dict) -> str:
     return "reram" if row["noisy"] or row["spec"].get("reram") else "ideal"
 
 
+def _pair_key(spec: dict) -> str | None:
+    """The configuration without where its codes live: a ReRAM row and its ``ideal_memory=true`` twin
+    (QMC, eMEM-naive and the library methods with ``reram=true``) share it; None for rows with no twin."""
+    if "ideal_memory" not in spec:
+        return None
+    return json.dumps({k: v for k, v in spec.items() if k != "ideal_memory"}, sort_keys=True)
+
+
 def rows() -> list[dict]:
     out = []
     for sweep in SWEEPS:
@@ -83,6 +91,7 @@ def rows() -> list[dict]:
                         "context": r["eval"]["context"],
                         "machine": r["machine"],
                         "date": r["date"],
+                        "pair": _pair_key(r["spec"]),
                     }
                 )
     fps = {r["model"]: r["fp_ppl"] for r in out if r["fp_ppl"]}
@@ -169,6 +178,8 @@ def _targets(rs: list[dict]) -> list[str]:
             f"best {b['method']} at {b['whole_model_bits']:.3f} bits, {b['ppl']:.1f} = {b['ppl'] / fp:.2f}x FP: "
             + ("**reached**" if ok else "**missed**")
         )
+    elif fp:
+        lines.append("- whole model <= 2.5 bits per parameter: no QMC row at <= 2.5 bits measured on this model")
     gptq4 = [r for r in rs if r["family"] == "GPTQ" and r["memory"] == "ideal" and r["method_text"].startswith("gptq4")]
     near = [r for r in qmc if r["bits_per_weight"] <= 3.4]
     if gptq4 and near:
@@ -178,6 +189,8 @@ def _targets(rs: list[dict]) -> list[str]:
             f"({g['ppl']:.1f}): {b['method']} ({b['bits_per_weight']:.2f} bits/weight) {b['ppl']:.1f} = "
             f"{b['ppl'] / g['ppl']:.2f}x: " + ("**reached**" if b["ppl"] <= 1.1 * g["ppl"] else "**missed**")
         )
+    elif near:
+        lines.append("- within 10% of GPTQ-INT4 in ideal memory: no GPTQ-INT4 row on this model (llm-compressor runs)")
     nc = RESULTS / "noise_cost_smollm2-135m.json"
     if nc.is_file() and rs and "smollm2" in rs[0]["model"].lower():  # the noise-cost runs are SmolLM2's
         d = json.loads(nc.read_text(encoding="utf-8"))
@@ -189,7 +202,39 @@ def _targets(rs: list[dict]) -> list[str]:
             "(`benchmarks/noise_cost.py`, below): "
             + ("**reached**" if default["noise_cost"] <= 0.05 else "**missed** at the default device and age")
         )
+        tops = {r["method_text"] for r in qmc if near and r["ppl"] == min(x["ppl"] for x in near)}
+        for r in d["rows"]:
+            if r["method_text"] in tops:
+                lines.append(
+                    f"  - the best variant above, {r['method']}: clean {r['clean_ppl']:.2f}, noisy "
+                    f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {100 * r['noise_cost']:+.1f}%"
+                )
     return lines
+
+
+def _pairs_table(rs: list[dict]) -> list[str]:
+    """Each configuration measured both in noisy ReRAM and with error-free cells of the same size.
+
+    The ideal row is its own quantization: with no device error the clip search has nothing to weigh,
+    so its codes can differ from the noisy row's (the noise cost of the *same* codes is
+    benchmarks/noise_cost.py's). The ratio says what the device costs a user who quantized for it."""
+    ideal = {r["pair"]: r for r in rs if r["pair"] and r["memory"] == "ideal"}
+    both = [(r, ideal[r["pair"]]) for r in rs if r["pair"] in ideal and r["memory"] == "reram"]
+    if not both:
+        return []
+    out = [
+        "The same configurations with error-free cells (`ideal_memory=true`: same bits, same storage; its own "
+        "clip search, so not always the same codes):",
+        "",
+        "| method | whole-model bits | noisy ReRAM | ideal memory | noisy / ideal |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r, i in sorted(both, key=lambda p: p[0]["whole_model_bits"]):
+        out.append(
+            f"| {r['method']} | {r['whole_model_bits']:.3f} | {r['ppl']:.2f} ± {r['ppl_std']:.2f} | "
+            f"{i['ppl']:.2f} | {r['ppl'] / i['ppl']:.3f} |"
+        )
+    return [*out, ""]
 
 
 def render() -> list[dict]:
@@ -225,7 +270,7 @@ def render() -> list[dict]:
                 f"| {r['method']}{star} | {r['family']} | {r['memory']} | {r['whole_model_bits']:.3f} | "
                 f"{r['bits_per_weight']:.3f} | {ppl} | {r['ppl'] / r['fp_ppl']:.2f} | {r['seeds']} |"
             )
-        md += ["", "Targets:", *(_targets(mr) or ["- (rows missing to check them)"]), ""]
+        md += ["", *_pairs_table(mr), "Targets:", *(_targets(mr) or ["- (rows missing to check them)"]), ""]
     _write(HERE / "frontier.md", "\n".join(md) + "\n")
     return rs
 

@@ -9,6 +9,8 @@ another grid for it, so the clean perplexities of the two rows can differ slight
 
 Writes benchmarks/results/noise_cost_<model>.json and benchmarks/noise_cost.md.
 Usage: python benchmarks/noise_cost.py [--model PATH] [--windows 8] [--context 1024]
+       [--configs METHOD ...] [--append]   (--append: add or replace these configurations' rows in the
+       existing results, measured on the same windows; each appended row keeps its own command and date)
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
+    ap.add_argument("--append", action="store_true", help="merge these rows into the existing results")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    old = _previous(args) if args.append else None  # checked before the model loads
     lm, src, ids, bos, model_name = load_for_ppl(args.model, args.threads)
     fp = perplexity(lm.model, ids, args.context, args.windows, bos).ppl
     rows = []
@@ -83,6 +87,9 @@ def main() -> None:
             "noisy_std": statistics.stdev(noisy),
             "noise_cost": statistics.fmean(noisy) / clean - 1,
         }
+        if args.append:
+            row["measured_by"] = "python benchmarks/noise_cost.py " + " ".join(sys.argv[1:])
+            row["date"] = time.strftime("%Y-%m-%d")
         print(
             f"{spec.name}: clean {clean:.3f}, noisy {row['noisy_mean']:.3f} ± {row['noisy_std']:.3f} "
             f"(+{100 * row['noise_cost']:.1f}%), {mapped}/{len(qm.tensors)} tensors mapped",
@@ -96,9 +103,30 @@ def main() -> None:
         rows=rows,
     )
     res = HERE / "results" / f"noise_cost_{model_name}.json"
+    if old is not None:
+        if old["model"] != model_name or abs(old["fp_ppl"] / fp - 1) > 1e-6:
+            raise SystemExit(f"--append: {res} is of another model or text (FP {old['fp_ppl']} vs {fp})")
+        new = {r["method_text"] for r in rows}
+        payload = {**old, "rows": [r for r in old["rows"] if r["method_text"] not in new] + rows}
     write_json(res, payload)
     write_md()
     print(f"wrote {res}")
+
+
+def _previous(args: argparse.Namespace) -> dict:
+    """The results --append adds to: they must exist and have been measured on the same windows."""
+    name = "smollm2-135m" if args.model is None else Path(args.model).stem
+    found = sorted((HERE / "results").glob("noise_cost_*.json"))
+    res = next((p for p in found if p.stem == f"noise_cost_{name}"), None)
+    if res is None:
+        raise SystemExit(f"--append: no results for {name} in benchmarks/results; run without --append first")
+    d = json.loads(res.read_text(encoding="utf-8"))
+    if (d["windows"], d["context"]) != (args.windows, args.context):
+        raise SystemExit(
+            f"--append: {res.name} was measured on {d['windows']} x {d['context']} tokens; pass "
+            f"--windows {d['windows']} --context {d['context']}"
+        )
+    return d
 
 
 def section(d: dict) -> str:
@@ -119,6 +147,10 @@ def section(d: dict) -> str:
             f"| {r['method']} | {r['effective_bits']:.4f} | {r['tensors_with_level_map']}/{r['tensors']} | "
             f"{r['clean_ppl']:.3f} | {r['noisy_mean']:.3f} ± {r['noisy_std']:.3f} | {100 * r['noise_cost']:+.1f}% |"
         )
+    later = [r for r in d["rows"] if "measured_by" in r]
+    if later:
+        lines.append("")
+        lines += [f"- {r['method']}: added {r['date']} by `{r['measured_by']}`" for r in later]
     return "\n".join(lines) + "\n"
 
 

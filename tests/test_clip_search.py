@@ -82,6 +82,7 @@ def test_descent_picks_from_the_grid_and_is_close_to_its_minimum(bits, cells, ag
 
 
 def test_descent_evaluates_eight_candidates_for_twenty_ratios(monkeypatch):
+    monkeypatch.setattr(uniform, "COMPILED", False)  # the torch formulation counts its candidate passes
     calls = []
     real = uniform._candidate
     monkeypatch.setattr(uniform, "_candidate", lambda *a: calls.append(1) or real(*a))
@@ -118,3 +119,67 @@ def test_clip_search_option_reaches_the_quantizer():
         parse_method("qmc3:clip_search=golden")
     with pytest.raises(ValueError, match="clip search must be one of"):
         quantize_uniform(w, 3, 128, search="golden")
+
+
+def _descent(w, bits, group, compiled, monkeypatch, **kw):
+    monkeypatch.setattr(uniform, "COMPILED", compiled)
+    return quantize_uniform(w, bits, group, clip_ratios=clip_grid(20), search="descent", **kw)
+
+
+@pytest.mark.parametrize("bits,cells,age", [(3, 3, 0.0), (2, 2, 0.0), (4, 2, 0.0), (3, 3, "1d")])
+@pytest.mark.parametrize("shape,group", [((96, 512), 128), ((40, 300), 128), ((17, 129), None)])
+def test_compiled_descent_matches_the_torch_formulation(bits, cells, age, shape, group, monkeypatch):
+    """The compiled loop (clip_kernel) makes the torch descent's choices: its group sums are taken in
+    another fixed order, so a choice may differ only where two ratios tie to within rounding (on
+    SmolLM2, 3 groups of 898,560); here every group agrees, with and without device moments, with an
+    outlier mask, ragged last groups and one group per row. Codes follow the chosen grid exactly."""
+    w = heavy_tailed(*shape, seed=bits + cells + shape[1])
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(9)) > 0.02
+    for mom in (code_error_moments(bits, reram(cells, age_s=age)), None):
+        a = _descent(w, bits, group, True, monkeypatch, inlier_mask=mask, moments=mom)
+        b = _descent(w, bits, group, False, monkeypatch, inlier_mask=mask, moments=mom)
+        assert torch.equal(a.scale, b.scale) and torch.equal(a.zero, b.zero)
+        assert torch.equal(a.codes, b.codes) and a.codes.dtype == torch.uint8 and a.codes.is_contiguous()
+        zero = a.zero[:, torch.arange(shape[1]) // a.group_size]
+        assert torch.equal(a.codes[~mask].float(), zero[~mask])  # non-inliers hold the zero-point code
+
+
+def test_compiled_group_error_is_the_documented_fixed_order_sum():
+    """The kernel's group error is float32 terms summed element i into lane i mod 8, then the lanes
+    pairwise: recomputed here with numpy in that order, it agrees to the bit, so the descent does not
+    depend on the machine's vector width or thread count."""
+    import numpy as np
+
+    from qmc_edge.clip_kernel import LANES, _group_error
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal(131) * 0.02).astype(np.float32)
+    inl = (rng.random(131) > 0.1).astype(np.float32)
+    m1 = (rng.standard_normal(8) * 0.05).astype(np.float32)
+    m2 = (rng.random(8) * 0.1).astype(np.float32)
+    s, z = np.float32(0.0123), np.float32(3.0)
+    f = np.float32
+    q = np.minimum(np.maximum(np.rint(w / s) + z, f(0)), f(7))
+    e = (q - z) * s - w
+    c = q.astype(np.int32)
+    terms = (e * e + (f(2) * e * s * m1[c] + (s * s) * m2[c])) * inl
+    acc = np.zeros(LANES, np.float32)
+    for i, t in enumerate(terms):
+        acc[i % LANES] = f(acc[i % LANES] + t)
+    want = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    tmp, codes = np.empty(131, np.float32), np.empty(131, np.int32)
+    got = _group_error(w, inl, s, z, 7, m1, m2, True, tmp, codes)
+    assert np.float32(got).tobytes() == np.float32(want).tobytes()
+
+
+def test_compiled_descent_is_the_same_from_concurrent_threads(monkeypatch):
+    """Quantizers run one tensor per thread (parallel.py): the kernel keeps no shared state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = [heavy_tailed(64, 384, s) for s in range(4)]
+    mom = code_error_moments(3, reram(3))
+    alone = [_descent(w, 3, 128, True, monkeypatch, moments=mom) for w in ws]
+    with ThreadPoolExecutor(4) as ex:
+        together = list(ex.map(lambda w: _descent(w, 3, 128, True, monkeypatch, moments=mom), ws))
+    for a, b in zip(alone, together, strict=True):
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)

@@ -69,12 +69,14 @@ def quantize_uniform(
     maxq = 2**bits - 1
     mask = torch.ones_like(w, dtype=torch.bool) if inlier_mask is None else inlier_mask
     wg = _grouped(w, g, 0.0)
-    mg = _grouped(mask.to(w.dtype), g, 0.0).bool()
-
+    inl = _grouped(mask.to(w.dtype), g, 0.0)
+    ratios = torch.ones(1) if clip_ratios is None else clip_ratios
+    if search == "descent" and len(ratios) > _descent_evals(len(ratios)) and w.device.type == "cpu" and COMPILED:
+        return _descent_compiled(wg, inl, ratios, bits, g, inf, moments)
+    mg = inl.bool()
     big = torch.finfo(torch.float32).max
     xmin = torch.where(mg, wg, torch.full_like(wg, big)).amin(dim=2).clamp(max=0.0)
     xmax = torch.where(mg, wg, torch.full_like(wg, -big)).amax(dim=2).clamp(min=0.0)
-    ratios = torch.ones(1) if clip_ratios is None else clip_ratios
     find = _descend_clip if search == "descent" and len(ratios) > _descent_evals(len(ratios)) else _search_clip
     best_scale = torch.empty_like(xmin)
     best_zero = torch.empty_like(xmin)
@@ -99,6 +101,9 @@ def clip_grid(n: int, lowest: float = 0.5) -> torch.Tensor:
 
 
 SEARCHES = ("grid", "descent")
+# The descent on the CPU runs compiled (:func:`_descent_compiled`); False runs the torch formulation
+# (:func:`_descend_clip`), which the tests and benchmarks/clip_search.py compare it with.
+COMPILED = True
 
 
 def _candidate(
@@ -182,6 +187,35 @@ def _descend_clip(
         for d in (-s, s):
             consider((centre + d).clamp(0, n - 1))
     return best[2], best[3]
+
+
+def _descent_compiled(
+    wg: torch.Tensor,
+    inl: torch.Tensor,
+    ratios: torch.Tensor,
+    bits: int,
+    g: int,
+    inf: int,
+    moments: tuple[torch.Tensor, torch.Tensor] | None,
+) -> UniformCodes:
+    """:func:`_descend_clip` and the codes on the CPU as compiled loops (:mod:`qmc_edge.clip_kernel`).
+
+    The (scale, zero) of every ratio are computed here by the same torch operations as a candidate
+    pass (they are per group, a 128th of the weights); the kernel then evaluates, per group, only the
+    ratios the descent visits, with the group's weights in cache, and writes the codes."""
+    from .clip_kernel import descend_codes, inlier_ranges
+
+    maxq = 2**bits - 1
+    xmin, xmax = inlier_ranges(wg, inl)
+    r = ratios.to(torch.float32)
+    lo, hi = xmin[..., None] * r, xmax[..., None] * r
+    scales = _fp16_at_least((hi - lo) / maxq)
+    zeros = torch.round(-lo / scales).clamp(0, maxq)
+    n = len(ratios)
+    starts = sorted({round((n - 1) * 0.25), round((n - 1) * 0.75)})
+    q, scale, zero = descend_codes(wg, inl, scales, zeros, maxq, moments, starts, _descent_steps(n))
+    codes = q.reshape(wg.shape[0], -1)[:, :inf].contiguous()
+    return UniformCodes(codes=codes, scale=scale, zero=zero, bits=bits, group_size=g)
 
 
 def _search_clip(
