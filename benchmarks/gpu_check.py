@@ -9,7 +9,11 @@ Compares, bit for bit, what the CPU and the GPU compute from the same seeds with
 3. reads with per-read noise (programmed conductance + read noise, thresholded): these go through the
    inverse normal CDF, which the GPU may round differently in the last bit, so the script counts the
    cells that differ instead of requiring none;
-4. MRAM bit flips at BER 1e-4.
+4. MRAM bit flips at BER 1e-4;
+5. the inlier quantizer where the weights are (``quantize_uniform`` on CUDA tensors) against the CPU:
+   min-max RTN codes (no sums: must be exact), QMC's noise-aware clip grid and the descent (on the
+   CPU compiled, on the GPU its torch formulation): their group sums run in another order on each
+   device, so a choice may differ where two ratios tie to within rounding; counted, not required.
 
 Writes benchmarks/results/gpu_check.json (machine named). Exits 2 with one line when no CUDA device
 is present. Usage: python benchmarks/gpu_check.py [--cells 4000000]
@@ -28,8 +32,10 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
+from qmc_edge.cells import code_error_moments  # noqa: E402
 from qmc_edge.counter_rng import CounterStream  # noqa: E402
 from qmc_edge.devices import MRAMBitFlips, reram, shipped_devices  # noqa: E402
+from qmc_edge.uniform import clip_grid, quantize_uniform  # noqa: E402
 
 
 def main() -> None:
@@ -78,6 +84,20 @@ def main() -> None:
         MRAMBitFlips(1e-4).flip(codes, 8, CounterStream(0, "mram")),
         MRAMBitFlips(1e-4).flip(codes.to(gpu), 8, CounterStream(0, "mram", gpu)),
     )
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(1536, 576, generator=g) * 0.02
+    w.view(-1)[torch.randperm(w.numel(), generator=g)[: w.numel() // 200]] *= 20
+    mask = torch.rand(w.shape, generator=g) > 0.01
+    for bits, cells in ((3, 3), (2, 2), (4, 2)):
+        a, b = quantize_uniform(w, bits, 128), quantize_uniform(w.to(gpu), bits, 128)
+        record(f"RTN codes {bits}b", a.codes, b.codes)
+        mom = code_error_moments(bits, reram(cells))
+        for search in ("grid", "descent"):
+            kw = dict(inlier_mask=mask, clip_ratios=clip_grid(20), moments=mom, search=search)
+            a = quantize_uniform(w, bits, 128, **kw)
+            kw["inlier_mask"] = mask.to(gpu)
+            b = quantize_uniform(w.to(gpu), bits, 128, **kw)
+            record(f"QMC inlier codes {bits}b@{cells}b/cell clip {search}", a.codes, b.codes, exact=False)
     payload = {
         "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
         "machine": machine_label(args.against),

@@ -29,7 +29,7 @@ class UniformCodes:
     def dequantize(self, codes: torch.Tensor | None = None) -> torch.Tensor:
         c = self.codes if codes is None else codes
         out, inf = c.shape
-        idx = torch.arange(inf) // self.group_size
+        idx = torch.arange(inf, device=c.device) // self.group_size
         return (c.float() - self.zero[:, idx]) * self.scale[:, idx]
 
 
@@ -71,6 +71,9 @@ def quantize_uniform(
     wg = _grouped(w, g, 0.0)
     inl = _grouped(mask.to(w.dtype), g, 0.0)
     ratios = torch.ones(1) if clip_ratios is None else clip_ratios
+    if w.device.type != "cpu":  # the search runs where the weights are (the tables are small)
+        ratios = ratios.to(w.device)
+        moments = None if moments is None else (moments[0].to(w.device), moments[1].to(w.device))
     if search == "descent" and len(ratios) > _descent_evals(len(ratios)) and w.device.type == "cpu" and COMPILED:
         return _descent_compiled(wg, inl, ratios, bits, g, inf, moments)
     mg = inl.bool()
@@ -181,7 +184,7 @@ def _descend_clip(
         best = tuple(torch.where(better, c, b) for c, b in zip(cand, best, strict=True))
 
     for i in sorted({round((n - 1) * 0.25), round((n - 1) * 0.75)}):
-        consider(torch.full(xmin.shape, i))
+        consider(torch.full(xmin.shape, i, device=xmin.device))
     for s in _descent_steps(n):
         centre = best[0]
         for d in (-s, s):
@@ -228,7 +231,7 @@ def _search_clip(
     moments: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per group, the (scale, zero) among the clip ratios with the least expected squared error."""
-    best_err = torch.full(xmin.shape, float("inf"))
+    best_err = torch.full(xmin.shape, float("inf"), device=xmin.device)
     best_scale = torch.ones_like(xmin)
     best_zero = torch.zeros_like(xmin)
     inl = mg.to(wg.dtype)
