@@ -21,6 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from qmc_edge.methods import parse_method
 from qmc_edge.sweep.tables import payloads
 
 HERE = Path(__file__).resolve().parent
@@ -54,12 +55,19 @@ def _memory(row: dict) -> str:
     return "reram" if row["noisy"] or row["spec"].get("reram") else "ideal"
 
 
-def _pair_key(spec: dict) -> str | None:
-    """The configuration without where its codes live: a ReRAM row and its ``ideal_memory=true`` twin
-    (QMC, eMEM-naive and the library methods with ``reram=true``) share it; None for rows with no twin."""
-    if "ideal_memory" not in spec:
+def _pair_key(text: str) -> str | None:
+    """The configuration without where its codes live, shared by a ReRAM row and its ideal-memory twin:
+    QMC and ``ideal_memory=true``; eMEM-naive and RTN at the same bits (eMEM stores RTN's codes); a
+    library method with ``reram=true`` and the same method as it ships. From the method text parsed
+    now, so that points stored before an option existed compare equal; None for FP."""
+    spec = parse_method(text).model_dump()
+    method = spec["method"]
+    if method == "fp":
         return None
-    return json.dumps({k: v for k, v in spec.items() if k != "ideal_memory"}, sort_keys=True)
+    if method == "qmc":
+        return json.dumps({k: v for k, v in spec.items() if k != "ideal_memory"}, sort_keys=True, default=str)
+    core = {k: spec.get(k) for k in ("bits", "group_size", "quantize_embeddings", "calib_samples", "calib_len")}
+    return json.dumps({"method": "rtn" if method == "emem" else method, **core}, sort_keys=True, default=str)
 
 
 def rows() -> list[dict]:
@@ -91,7 +99,7 @@ def rows() -> list[dict]:
                         "context": r["eval"]["context"],
                         "machine": r["machine"],
                         "date": r["date"],
-                        "pair": _pair_key(r["spec"]),
+                        "pair": _pair_key(r["method_text"]),
                     }
                 )
     fps = {r["model"]: r["fp_ppl"] for r in out if r["fp_ppl"]}
@@ -215,16 +223,18 @@ def _targets(rs: list[dict]) -> list[str]:
 def _pairs_table(rs: list[dict]) -> list[str]:
     """Each configuration measured both in noisy ReRAM and with error-free cells of the same size.
 
-    The ideal row is its own quantization: with no device error the clip search has nothing to weigh,
+    A QMC ideal row is its own quantization: with no device error the clip search has nothing to weigh,
     so its codes can differ from the noisy row's (the noise cost of the *same* codes is
-    benchmarks/noise_cost.py's). The ratio says what the device costs a user who quantized for it."""
+    benchmarks/noise_cost.py's); eMEM-naive and the library methods store the very codes of their
+    ideal-memory rows. The ratio says what the device costs a user who quantized for it."""
     ideal = {r["pair"]: r for r in rs if r["pair"] and r["memory"] == "ideal"}
     both = [(r, ideal[r["pair"]]) for r in rs if r["pair"] in ideal and r["memory"] == "reram"]
     if not both:
         return []
     out = [
-        "The same configurations with error-free cells (`ideal_memory=true`: same bits, same storage; its own "
-        "clip search, so not always the same codes):",
+        "The same configurations in noisy ReRAM and in ideal memory (QMC: `ideal_memory=true`, same bits and "
+        "storage, its own clip search, so not always the same codes; eMEM-naive: RTN's codes; eMEM-HQQ/GPTQ: "
+        "the library's codes):",
         "",
         "| method | whole-model bits | noisy ReRAM | ideal memory | noisy / ideal |",
         "|---|---:|---:|---:|---:|",
