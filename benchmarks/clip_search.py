@@ -175,7 +175,7 @@ def write_md() -> None:
         "the best); expected error: total expected squared read error of all tensors, device errors included",
         *(
             [
-                "- descent: compiled per group (`src/qmc_edge/clip_kernel.py`, numba; the default on a CPU); "
+                "- descent: compiled per group (`src/qmc_edge/clip_kernel.py`, numba; how the descent runs on a CPU); "
                 "torch: the same descent as torch tensor passes (`uniform.COMPILED = False`); same: share of "
                 "groups where both chose the same grid (they differ only where two ratios tie to within "
                 f"float rounding); the kernel's first use took {d['first_call_seconds']:.1f} s in this run "
