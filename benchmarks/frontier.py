@@ -247,6 +247,20 @@ def _pairs_table(rs: list[dict]) -> list[str]:
     return [*out, ""]
 
 
+def _unmeasured() -> dict[str, list[str]]:
+    """Per frontier sweep, the method texts of its spec with no point in the store yet."""
+    from qmc_edge.sweep.spec import load_sweep_spec, method_texts
+
+    out = {}
+    for sweep in SWEEPS:
+        stored = payloads(STORE, sweep) if (STORE / "points").is_dir() else []
+        have = {r["method_text"] for d in stored for r in d["rows"]}
+        missing = [t for t in method_texts(load_sweep_spec(HERE / "sweeps" / f"{sweep}.yaml")) if t not in have]
+        if missing:
+            out[sweep] = missing
+    return out
+
+
 def render() -> list[dict]:
     rs = rows()
     RESULTS.mkdir(exist_ok=True)
@@ -281,6 +295,11 @@ def render() -> list[dict]:
                 f"{r['bits_per_weight']:.3f} | {ppl} | {r['ppl'] / r['fp_ppl']:.2f} | {r['seeds']} |"
             )
         md += ["", *_pairs_table(mr), "Targets:", *(_targets(mr) or ["- (rows missing to check them)"]), ""]
+    todo = _unmeasured()
+    if todo:
+        md += ["Configurations of the frontier's specs not measured yet (run the sweep named to add them):", ""]
+        md += [f"- `{sweep}`: {', '.join(f'`{t}`' for t in texts)}" for sweep, texts in todo.items()]
+        md.append("")
     _write(HERE / "frontier.md", "\n".join(md) + "\n")
     return rs
 
