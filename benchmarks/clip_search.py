@@ -2,7 +2,7 @@
 side by side in one process on the embedded model, with RTN at the same bits as the yardstick.
 
 Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent, the
-descent both compiled (the default on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
+descent both compiled (how it runs on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
 formulation (``uniform.COMPILED = False``), each timed ``--repeats`` times, alternating, the median
 kept (the kernel is compiled, or loaded from numba's cache, before the timings), the share of groups
 where the two formulations chose the same grid, the total expected squared read error of

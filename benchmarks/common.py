@@ -41,7 +41,6 @@ def write_json(path, payload: dict) -> None:
 def load_for_ppl(model: str | None, threads: int):
     """(loaded model, text source, token ids, BOS id or None, model name) for a perplexity benchmark:
     ``model`` None is the embedded SmolLM2-135M, else a path (its file stem names the results)."""
-    from pathlib import Path
 
     from qmc_edge.model_io import load_model
     from qmc_edge.perplexity import bos_for, load_text, tokenize
@@ -50,8 +49,14 @@ def load_for_ppl(model: str | None, threads: int):
     lm = load_model(model)
     src = load_text(None)
     ids = tokenize(lm.tokenizer, src.text)
-    name = "smollm2-135m" if model is None else Path(model).stem
-    return lm, src, ids, bos_for(lm.tokenizer), name
+    return lm, src, ids, bos_for(lm.tokenizer), results_name(model)
+
+
+def results_name(model: str | None) -> str:
+    """The name a model benchmark's results files carry: the model file's stem, or the embedded one's."""
+    from pathlib import Path
+
+    return "smollm2-135m" if model is None else Path(model).stem
 
 
 def status_kb(field: str) -> int:

@@ -210,9 +210,9 @@ def _targets(rs: list[dict]) -> list[str]:
             "(`benchmarks/noise_cost.py`, below): "
             + ("**reached**" if default["noise_cost"] <= 0.05 else "**missed** at the default device and age")
         )
-        tops = {r["method_text"] for r in qmc if near and r["ppl"] == min(x["ppl"] for x in near)}
+        top = min(near, key=lambda r: r["ppl"])["method_text"] if near else None
         for r in d["rows"]:
-            if r["method_text"] in tops:
+            if r["method_text"] == top:
                 lines.append(
                     f"  - the best variant above, {r['method']}: clean {r['clean_ppl']:.2f}, noisy "
                     f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {100 * r['noise_cost']:+.1f}%"

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import load_for_ppl, run_header, write_json  # noqa: E402
+from common import load_for_ppl, results_name, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.perplexity import perplexity  # noqa: E402
@@ -115,11 +115,9 @@ def main() -> None:
 
 def _previous(args: argparse.Namespace) -> dict:
     """The results --append adds to: they must exist and have been measured on the same windows."""
-    name = "smollm2-135m" if args.model is None else Path(args.model).stem
-    found = sorted((HERE / "results").glob("noise_cost_*.json"))
-    res = next((p for p in found if p.stem == f"noise_cost_{name}"), None)
-    if res is None:
-        raise SystemExit(f"--append: no results for {name} in benchmarks/results; run without --append first")
+    res = HERE / "results" / f"noise_cost_{results_name(args.model)}.json"
+    if not res.is_file():
+        raise SystemExit(f"--append: no {res.name} in benchmarks/results; run without --append first")
     d = json.loads(res.read_text(encoding="utf-8"))
     if (d["windows"], d["context"]) != (args.windows, args.context):
         raise SystemExit(

@@ -33,7 +33,7 @@ LANES = 8  # partial sums per group: fixed, so the order of the additions is par
 
 def _jit(fn):
     """numba.njit when numba is installed; otherwise the function is left as is and never called
-    (:func:`descend_clip` refuses first, naming the install)."""
+    (:func:`descend_codes` refuses first, naming the install)."""
     return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
 
 

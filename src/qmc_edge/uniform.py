@@ -74,13 +74,14 @@ def quantize_uniform(
     if w.device.type != "cpu":  # the search runs where the weights are (the tables are small)
         ratios = ratios.to(w.device)
         moments = None if moments is None else (moments[0].to(w.device), moments[1].to(w.device))
-    if search == "descent" and len(ratios) > _descent_evals(len(ratios)) and w.device.type == "cpu" and COMPILED:
+    descent = search == "descent" and len(ratios) > _descent_evals(len(ratios))
+    if descent and w.device.type == "cpu" and COMPILED:
         return _descent_compiled(wg, inl, ratios, bits, g, inf, moments)
     mg = inl.bool()
     big = torch.finfo(torch.float32).max
     xmin = torch.where(mg, wg, torch.full_like(wg, big)).amin(dim=2).clamp(max=0.0)
     xmax = torch.where(mg, wg, torch.full_like(wg, -big)).amax(dim=2).clamp(min=0.0)
-    find = _descend_clip if search == "descent" and len(ratios) > _descent_evals(len(ratios)) else _search_clip
+    find = _descend_clip if descent else _search_clip
     best_scale = torch.empty_like(xmin)
     best_zero = torch.empty_like(xmin)
     # Rows in blocks of ~256k weights: the search makes ~10 passes per ratio over the block, and
@@ -109,6 +110,20 @@ SEARCHES = ("grid", "descent")
 COMPILED = True
 
 
+def _grid_at(
+    xmin: torch.Tensor, xmax: torch.Tensor, r: float | torch.Tensor, maxq: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero) of the groups' ranges clipped at ratio ``r`` (broadcast against xmin/xmax)."""
+    lo, hi = xmin * r, xmax * r
+    scale = _fp16_at_least((hi - lo) / maxq)
+    return scale, torch.round(-lo / scale).clamp(0, maxq)
+
+
+def _descent_starts(n: int) -> list[int]:
+    """The descent's two starting ratios: a quarter and three quarters along the ``n`` ordered ones."""
+    return sorted({round((n - 1) * 0.25), round((n - 1) * 0.75)})
+
+
 def _candidate(
     wg: torch.Tensor,
     inl: torch.Tensor,
@@ -120,9 +135,7 @@ def _candidate(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(expected squared error, scale, zero) of every group clipped at ratio ``r`` (a number, or one
     per group)."""
-    lo, hi = xmin * r, xmax * r
-    scale = _fp16_at_least((hi - lo) / maxq)
-    zero = torch.round(-lo / scale).clamp(0, maxq)
+    scale, zero = _grid_at(xmin, xmax, r, maxq)
     s3, z3 = scale[..., None], zero[..., None]
     q = torch.clamp(torch.round(wg / s3) + z3, 0, maxq)
     e = (q - z3) * s3 - wg
@@ -183,7 +196,7 @@ def _descend_clip(
         better = (cand[1] < best[1]) | ((cand[1] == best[1]) & (j < best[0]))  # ties: the larger ratio
         best = tuple(torch.where(better, c, b) for c, b in zip(cand, best, strict=True))
 
-    for i in sorted({round((n - 1) * 0.25), round((n - 1) * 0.75)}):
+    for i in _descent_starts(n):
         consider(torch.full(xmin.shape, i, device=xmin.device))
     for s in _descent_steps(n):
         centre = best[0]
@@ -210,13 +223,9 @@ def _descent_compiled(
 
     maxq = 2**bits - 1
     xmin, xmax = inlier_ranges(wg, inl)
-    r = ratios.to(torch.float32)
-    lo, hi = xmin[..., None] * r, xmax[..., None] * r
-    scales = _fp16_at_least((hi - lo) / maxq)
-    zeros = torch.round(-lo / scales).clamp(0, maxq)
+    scales, zeros = _grid_at(xmin[..., None], xmax[..., None], ratios.to(torch.float32), maxq)
     n = len(ratios)
-    starts = sorted({round((n - 1) * 0.25), round((n - 1) * 0.75)})
-    q, scale, zero = descend_codes(wg, inl, scales, zeros, maxq, moments, starts, _descent_steps(n))
+    q, scale, zero = descend_codes(wg, inl, scales, zeros, maxq, moments, _descent_starts(n), _descent_steps(n))
     codes = q.reshape(wg.shape[0], -1)[:, :inf].contiguous()
     return UniformCodes(codes=codes, scale=scale, zero=zero, bits=bits, group_size=g)
 
