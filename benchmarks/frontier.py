@@ -27,7 +27,7 @@ from qmc_edge.sweep.tables import payloads
 HERE = Path(__file__).resolve().parent
 STORE = HERE / "store"
 RESULTS = HERE / "results"
-SWEEPS = ("frontier", "frontier-lib", "frontier-gemma")
+SWEEPS = ("frontier", "frontier-lib", "frontier-gemma", "frontier-gemma-lib")
 
 
 def _family(row: dict) -> str:
