@@ -214,6 +214,13 @@ _SECTIONS = [
 ]
 
 
+# The frontier's task sweeps, rendered after its perplexity section: (sweep, heading).
+_FRONTIER_TASKS = (
+    ("frontier-tasks", "### Zero-shot reasoning at the frontier's usable points"),
+    ("frontier-gemma-tasks", "### Zero-shot reasoning at the frontier's usable points: Gemma-3-270M"),
+)
+
+
 def render() -> Path:
     parts = [
         "# Benchmarks",
@@ -235,8 +242,10 @@ def render() -> Path:
     for name in _SECTIONS:
         if (HERE / name).is_file():
             parts.append((HERE / name).read_text())
-        if name == "frontier.md" and (d := from_store("frontier-tasks")):
-            parts.append(_tasks_section(d, "### Zero-shot reasoning at the frontier's usable points"))
+        if name == "frontier.md":
+            for sweep, title in _FRONTIER_TASKS:
+                if d := from_store(sweep):
+                    parts.append(_tasks_section(d, title))
         if name == "cost.md":
             for sweep, section in (("baselines", _baselines_section), ("tasks-baselines", _tasks_section)):
                 d = from_store(sweep)

@@ -12,7 +12,7 @@ from qmc_edge.artifact.load import load_artifact
 from qmc_edge.budget import Candidate, allocate, unique_params
 from qmc_edge.errors import QMCError
 from qmc_edge.methods.registry import parse_method
-from qmc_edge.quantize_model import quantize_model, storage_report
+from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
 from qmc_edge.sensitivity import fisher_diagonal, self_generated
 
 
@@ -73,8 +73,6 @@ def test_budget_below_reach_is_refused_before_quantizing(tiny_lm):
 def test_budget_options_are_validated():
     with pytest.raises(ValueError, match="needs one of them"):
         parse_method("qmc:sensitivity=uniform")
-    with pytest.raises(ValueError, match="rounding=nearest"):
-        parse_method("qmc:budget=3,rounding=gptq")
     s = parse_method("qmc:budget=2.5")
     assert s.quantizes_embeddings and "budget=2.5" in s.name and not s.calibrated
     assert parse_method("qmc:budget=2.5,sensitivity=calibration").calibrated
@@ -143,3 +141,42 @@ def test_outliers_by_fisher(tiny_lm):
     assert moved > 0  # and not the magnitude rule's
     with pytest.raises(ValueError, match="needs a Fisher"):
         parse_method("qmc:outliers_by=fisher,sensitivity=uniform")
+
+
+def test_budget_with_gptq_rounding_keeps_the_options_and_the_budget(tiny_lm):
+    """budget + rounding=gptq: the per-tensor options of the nearest budget, the same storage (so the
+    budget holds exactly), GPTQ's codes inside the decoder blocks (not nearest ones), nearest rounding
+    outside them (the embedding), codes in range."""
+    from test_gptq import _calib
+
+    from qmc_edge.methods.qmc import round_gptq_budget
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    spec = parse_method("qmc:budget=3.2,sensitivity=uniform,rounding=gptq,group_size=32")
+    assert spec.calibrated and spec.name.startswith("QMC+GPTQ budget=3.2b")
+    near_spec = parse_method("qmc:budget=3.2,sensitivity=uniform,group_size=32")
+    names = target_weights(model, spec.quantizes_embeddings)
+    near = quantize_model(model, near_spec, tokenizer=tok)
+    assert any(not n.startswith("model.layers.") for n in near.tensors)  # the embedding is quantized here
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gq = round_gptq_budget(spec, model, names, tok, None, _calib(tok))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the model is left as it was
+    assert gq.info["budget"]["configs"] == near.info["budget"]["configs"]
+    assert set(gq.tensors) == set(near.tensors) and list(gq.tensors) == list(near.tensors)
+    rep_g = storage_report(model, spec, gq)
+    rep_n = storage_report(model, near_spec, near)
+    assert rep_g["model_MB"] == rep_n["model_MB"]
+    assert rep_g["model_MB"] * 8e6 / unique_params(model) <= 3.2
+    assert gq.info["budget"]["reached"] == pytest.approx(near.info["budget"]["reached"], rel=1e-12)
+    moved = 0
+    for n, qt in gq.tensors.items():
+        q0 = near.tensors[n]
+        assert (qt.inliers.bits, qt.cell_bits) == (q0.inliers.bits, q0.cell_bits)
+        assert torch.equal(qt.inliers.scale, q0.inliers.scale) and torch.equal(qt.outliers.index, q0.outliers.index)
+        assert int(qt.inliers.codes.max()) < 2**qt.inliers.bits
+        if n.startswith("model.layers."):
+            moved += int((qt.inliers.codes != q0.inliers.codes).sum())
+        else:
+            assert torch.equal(qt.inliers.codes, q0.inliers.codes), n  # outside the blocks: nearest
+    assert moved > 0
+    assert set(gq.info["gptq_loss"]) == {n for n in gq.tensors if n.startswith("model.layers.")}

@@ -184,8 +184,21 @@ def allocate(cands: dict[str, list[Candidate]], limit: int) -> dict[str, int]:
         used += db
 
 
-def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, progress) -> tuple[dict, dict]:
-    """Per-tensor options for ``spec.budget`` and the quantized tensors: (tensors, info)."""
+@dataclass
+class BudgetChoice:
+    """What the allocation chose: per tensor its option (None: FP16), the sensitivity it weighed the
+    errors with (empty for ``sensitivity=uniform``), and the report's ``budget`` entry so far."""
+
+    options: dict[str, Option | None]
+    sensitivity: dict[str, torch.Tensor]
+    info: dict
+    fixed_bits: int  # the parameters never quantized, at FP16
+    total: int  # parameters of the model, tied ones once
+
+
+def choose_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, progress) -> BudgetChoice:
+    """Per-tensor options for ``spec.budget`` (see the module docstring); ``progress`` counts the
+    search's jobs and then as many steps again as there are tensors, for the final quantization."""
     params = dict(model.named_parameters(remove_duplicate=False))
     total = unique_params(model)
     limit = math.floor(spec.budget * total)
@@ -220,30 +233,44 @@ def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, p
     found = dict(zip(jobs, map_tensors(search, jobs, done), strict=True))
     cands = {n: [Candidate(FP16, 16 * params[n].numel(), 0.0)] + [found[(n, o)] for o in OPTIONS] for n in names}
     choice = allocate(cands, limit - fixed)
-    chosen = {n: cands[n][choice[n]] for n in names}
-    keep = sorted((n for n in names if chosen[n].option is not None), key=lambda n: -params[n].numel())
+    chosen = {n: cands[n][choice[n]].option for n in names}
+    info = {
+        "bits_per_parameter": spec.budget,
+        "sensitivity": spec.sensitivity,
+        "options": [o.label() for o in OPTIONS] + ["fp16"],
+        "configs": {n: ("fp16" if o is None else o.label()) for n, o in chosen.items()},
+        "search_seconds": time.perf_counter() - t0,
+    }
+    return BudgetChoice(chosen, sens, info, fixed, total)
+
+
+def budget_info(choice: BudgetChoice, model: torch.nn.Module, tensors: dict[str, QuantizedTensor]) -> dict:
+    """The report's ``budget`` entry, with the whole-model bits per parameter the tensors reach."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    used = (
+        choice.fixed_bits
+        + sum(qt.storage().total for qt in tensors.values())
+        + sum(16 * params[n].numel() for n, o in choice.options.items() if o is None)
+    )
+    return {"budget": {**choice.info, "reached": used / choice.total}}
+
+
+def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, progress) -> tuple[dict, dict]:
+    """Per-tensor options for ``spec.budget`` and the tensors quantized with them (round to
+    nearest): (tensors, info)."""
+    choice = choose_budget(spec, model, names, tokenizer, progress)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    keep = sorted((n for n in names if choice.options[n] is not None), key=lambda n: -params[n].numel())
+    offset = len(names) * len(OPTIONS)
+    steps = offset + len(names)
 
     def final(name: str) -> QuantizedTensor:
-        return specs[chosen[name].option].quantize_tensor(params[name].detach().cpu(), sens.get(name))
+        w = params[name].detach().cpu()
+        return spec.for_option(choice.options[name]).quantize_tensor(w, choice.sensitivity.get(name))
 
-    done = (lambda i: progress(len(jobs) + i + 1, steps)) if progress else None
+    done = (lambda i: progress(offset + i + 1, steps)) if progress else None
     tensors = dict(zip(keep, map_tensors(final, keep, done), strict=True))
     tensors = {n: tensors[n] for n in names if n in tensors}  # the model's order
     if progress:
         progress(steps, steps)
-    used = (
-        fixed
-        + sum(qt.storage().total for qt in tensors.values())
-        + sum(16 * params[n].numel() for n in names if chosen[n].option is None)
-    )
-    info = {
-        "budget": {
-            "bits_per_parameter": spec.budget,
-            "reached": used / total,
-            "sensitivity": spec.sensitivity,
-            "options": [o.label() for o in OPTIONS] + ["fp16"],
-            "configs": {n: ("fp16" if c.option is None else c.option.label()) for n, c in chosen.items()},
-            "search_seconds": time.perf_counter() - t0,
-        }
-    }
-    return tensors, info
+    return tensors, budget_info(choice, model, tensors)

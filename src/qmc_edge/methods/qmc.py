@@ -154,10 +154,6 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.budget is not None:
             if not 1.0 <= self.budget <= 16.0:
                 raise ValueError(f"budget is whole-model bits per parameter, in [1, 16]; got {self.budget:g}")
-            if self.rounding == "gptq":
-                raise ValueError(
-                    "budget works with rounding=nearest (per-tensor options are searched without calibration)"
-                )
         elif self.sensitivity != "self" and self.outliers_by != "fisher":
             raise ValueError("sensitivity weights the budget search and outliers_by=fisher; it needs one of them")
         if self.outliers_by == "fisher":
@@ -178,7 +174,8 @@ class QMC(ReRAMOptions, TensorMethod):
         na = "" if self.noise_aware else " no-NA"
         if self.budget is not None:
             ideal = " ideal" if self.ideal_memory else ""
-            return f"QMC budget={self.budget:g}b {group_label(self.group_size)} ({self.sensitivity}){na}{ideal}"
+            qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
+            return f"{qmc} budget={self.budget:g}b {group_label(self.group_size)} ({self.sensitivity}){na}{ideal}"
         ideal = " ideal" if self.ideal_memory else ""
         qmc = "QMC+GPTQ" if self.rounding == "gptq" else "QMC"
         g = group_label(self.group_size)
@@ -307,6 +304,8 @@ class QMC(ReRAMOptions, TensorMethod):
         return self.rounding == "gptq" or (uses_fisher and self.sensitivity == "calibration")
 
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
+        if self.budget is not None and self.rounding == "gptq":
+            return round_gptq_budget(self, model, names, tokenizer, progress)
         if self.budget is not None:
             from ..budget import quantize_budget
 
@@ -361,6 +360,60 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
     tensors, info = quantize_model_gptq(model, names, group, calib.samples, progress)
     info["calibration"] = calib.describe()
     return QuantizedModel(spec, tensors, time.perf_counter() - t0, info=info)  # realise() keeps the originals
+
+
+def round_gptq_budget(spec: QMC, model, names, tokenizer, progress, calib=None) -> QuantizedModel:
+    """A bit budget with GPTQ rounding: each tensor's option is chosen as with nearest rounding (the
+    search weighs the expected read error of nearest codes; GPTQ keeps every tensor's grid, split and
+    storage, so the budget holds exactly), then the decoder blocks' Linear weights are re-rounded by
+    GPTQ with their own options, block by block on calibration text. Weights outside the blocks
+    (embeddings, head) keep nearest rounding: GPTQ needs a Linear layer's inputs."""
+    from ..budget import OPTIONS, budget_info, choose_budget
+    from ..external.calibration import calibration_set
+    from ..gptq import decoder_layers, quantize_model_gptq
+
+    if model_device(model).type != "cpu":
+        raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
+    if calib is None:
+        if tokenizer is None:
+            raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
+        calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
+    t0 = time.perf_counter()
+    search_steps = len(names) * len(OPTIONS)
+    steps = search_steps + len(names)
+    choice = choose_budget(spec, model, names, tokenizer, progress)  # counts the first search_steps
+    params = dict(model.named_parameters(remove_duplicate=False))
+    kept = [n for n in names if choice.options[n] is not None]
+    prefix = decoder_layers(model, [])[0] + "."
+    inside = [n for n in kept if n.startswith(prefix)]
+    specs = {o: spec.for_option(o) for o in OPTIONS}
+
+    def group(gnames, ws, hessian):
+        """Weights that share one input, stacked per option (the same grid shape and bits)."""
+        out: list = [None] * len(gnames)
+        by_option: dict = {}
+        for i, n in enumerate(gnames):
+            by_option.setdefault(choice.options[n], []).append(i)
+        for opt, idx in by_option.items():
+            got = specs[opt].gptq_tensors(
+                [ws[i] for i in idx], hessian, [choice.sensitivity.get(gnames[i]) for i in idx]
+            )
+            for i, r in zip(idx, got, strict=True):
+                out[i] = r
+        return out
+
+    done = (lambda i, _n: progress(search_steps + i, steps)) if progress else None
+    rounded, info = quantize_model_gptq(model, inside, group, calib.samples, done) if inside else ({}, {})
+    tensors = {}
+    for n in kept:  # the model's order; outside the blocks, nearest rounding
+        qt = rounded.get(n)
+        if qt is None:
+            qt = specs[choice.options[n]].quantize_tensor(params[n].detach().cpu(), choice.sensitivity.get(n))
+        tensors[n] = spec.tag_mram(qt)
+    if progress:
+        progress(steps, steps)
+    info = {**budget_info(choice, model, tensors), **info, "calibration": calib.describe()}
+    return QuantizedModel(spec, tensors, time.perf_counter() - t0, info=info)
 
 
 # How QMC rounds its inliers; each strategy takes (spec, model, names, tokenizer, progress).
