@@ -10,7 +10,10 @@ claim can be checked rather than trusted (the benchmark records it). gensim's ot
 ``lee_background.cor``, is *not* used: it is the evaluation fallback of ``qmc_edge.perplexity``.
 
 Samples are random windows of ``seq_len`` tokens from the tokenised excerpt, drawn with a seed, as
-the GPTQ and AWQ reference scripts draw them from their calibration sets.
+the GPTQ and AWQ reference scripts draw them from their calibration sets. A model whose tokenizer
+prepends a BOS token (Gemma: without it the model's activations are not those it runs with) gets it
+at the start of every window, as the perplexity windows do (:func:`qmc_edge.perplexity.bos_for`);
+the window then holds BOS and ``seq_len - 1`` tokens of text.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class CalibrationSet:
     samples: tuple[tuple[int, ...], ...]
     label: str
     seed: int
+    bos: int | None = None  # the BOS id every window starts with, if the model takes one
 
     @property
     def n_samples(self) -> int:
@@ -47,7 +51,8 @@ class CalibrationSet:
         return len(self.samples[0]) if self.samples else 0
 
     def describe(self) -> dict:
-        return {"text": self.label, "samples": self.n_samples, "seq_len": self.seq_len, "seed": self.seed}
+        d = {"text": self.label, "samples": self.n_samples, "seq_len": self.seq_len, "seed": self.seed}
+        return d if self.bos is None else {**d, "bos": self.bos}
 
 
 def enwiki_path() -> Path:
@@ -84,7 +89,10 @@ def calibration_text() -> str:
 
 
 def calibration_set(tokenizer, n_samples: int = N_SAMPLES, seq_len: int = SEQ_LEN, seed: int = 0) -> CalibrationSet:
-    """``n_samples`` random windows of ``seq_len`` tokens (no special tokens) from the excerpt."""
+    """``n_samples`` random windows of ``seq_len`` tokens from the excerpt; with the model's BOS first
+    where its tokenizer prepends one (then ``seq_len - 1`` tokens of text follow it)."""
+    from ..perplexity import bos_for
+
     if n_samples < 1 or seq_len < 2:
         raise QMCError(f"calibration needs at least 1 sample of 2 tokens, got {n_samples} x {seq_len}")
     ids = tokenizer(calibration_text(), add_special_tokens=False)["input_ids"]
@@ -92,7 +100,10 @@ def calibration_set(tokenizer, n_samples: int = N_SAMPLES, seq_len: int = SEQ_LE
         raise QMCError(f"calibration text has {len(ids)} tokens, too few for windows of {seq_len}")
     rng = random.Random(seed)
     starts = [rng.randrange(0, len(ids) - seq_len) for _ in range(n_samples)]
-    return CalibrationSet(tuple(tuple(ids[s : s + seq_len]) for s in starts), LABEL, seed)
+    bos = bos_for(tokenizer)
+    if bos is None:
+        return CalibrationSet(tuple(tuple(ids[s : s + seq_len]) for s in starts), LABEL, seed)
+    return CalibrationSet(tuple((bos, *ids[s : s + seq_len - 1]) for s in starts), LABEL, seed, bos)
 
 
 def ngram_overlap(calib: str, evaluation: str, n: int = 13) -> float:

@@ -1,0 +1,47 @@
+"""Calibration windows (qmc_edge.external.calibration): the model's BOS first where it takes one."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmc_edge.external import calibration
+
+
+class _WordTokenizer:
+    """One id per word; ``bos`` is prepended by default, as a Gemma tokenizer does, when given."""
+
+    def __init__(self, bos: int | None) -> None:
+        self.bos_token_id = bos
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        ids = [100 + len(w) for w in text.split()]
+        return {
+            "input_ids": ([self.bos_token_id] if add_special_tokens and self.bos_token_id is not None else []) + ids
+        }
+
+
+@pytest.fixture
+def text(monkeypatch):
+    words = " ".join(f"w{'x' * (i % 37)}" for i in range(5000))
+    monkeypatch.setattr(calibration, "calibration_text", lambda: words)
+    return words
+
+
+def test_windows_start_with_bos_where_the_tokenizer_prepends_one(text):
+    plain = calibration.calibration_set(_WordTokenizer(None), 6, 32, seed=3)
+    with_bos = calibration.calibration_set(_WordTokenizer(2), 6, 32, seed=3)
+    ids = _WordTokenizer(None)(text, add_special_tokens=False)["input_ids"]
+    assert plain.bos is None and "bos" not in plain.describe()
+    assert with_bos.bos == 2 and with_bos.describe()["bos"] == 2
+    assert plain.seq_len == with_bos.seq_len == 32
+    for a, b in zip(plain.samples, with_bos.samples, strict=True):
+        assert 2 not in a and b[0] == 2
+        assert b[1:] == a[:-1]  # the same draw of windows, BOS in front of the first 31 tokens
+        assert any(tuple(ids[i : i + 32]) == a for i in range(len(ids) - 31))  # text, in order
+
+    # a tokenizer with a BOS id that it does not prepend gets none (as the perplexity windows)
+    class NoPrepend(_WordTokenizer):
+        def __call__(self, text, add_special_tokens=True):
+            return super().__call__(text, add_special_tokens=False)
+
+    assert calibration.calibration_set(NoPrepend(2), 2, 16).bos is None
