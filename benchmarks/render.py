@@ -201,6 +201,7 @@ _SECTIONS = [
     "frontier.md",
     "clip_search.md",
     "noise_cost.md",
+    "inlier_refine.md",
     "cost.md",
     "contention.md",
     "large_model.md",
