@@ -45,3 +45,34 @@ def test_windows_start_with_bos_where_the_tokenizer_prepends_one(text):
             return super().__call__(text, add_special_tokens=False)
 
     assert calibration.calibration_set(NoPrepend(2), 2, 16).bos is None
+
+
+class _Tok:
+    def __init__(self, add: bool) -> None:
+        self.add_bos_token = add
+        self.bos_token_id = 2
+
+
+def _gguf_with(path, add_bos: bool | None):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("file_says", [True, False, None])
+@pytest.mark.parametrize("tokenizer_does", [True, False])
+def test_a_gguf_tokenizer_prepends_bos_as_the_file_says(tmp_path, file_says, tokenizer_does):
+    """transformers 5.17 dropped Gemma-3's add_bos_token on GGUF conversion (5.24 keeps it): the
+    file's flag decides, and a file without one leaves the tokenizer as it is."""
+    from qmc_edge.model_io import _bos_as_the_file_says
+
+    tok = _Tok(tokenizer_does)
+    _bos_as_the_file_says(tok, _gguf_with(tmp_path / "m.gguf", file_says))
+    assert tok.add_bos_token is (tokenizer_does if file_says is None else file_says)

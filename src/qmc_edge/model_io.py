@@ -112,6 +112,23 @@ def _quiet_gguf_bar() -> None:
         pass
 
 
+def _bos_as_the_file_says(tok, path: Path) -> None:
+    """Make the tokenizer prepend BOS exactly when the GGUF file says its model takes one
+    (``tokenizer.ggml.add_bos_token``). transformers' GGUF conversion has not always carried that
+    flag over (5.17 drops it for Gemma-3, whose outputs are garbage without BOS; 5.24 keeps it), and
+    perplexity and task windows start with BOS only where the tokenizer prepends it
+    (:func:`qmc_edge.perplexity.bos_for`): without this, the same model scored differently under two
+    transformers versions."""
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("tokenizer.ggml.add_bos_token")
+    if field is None or not hasattr(tok, "add_bos_token") or getattr(tok, "bos_token_id", None) is None:
+        return
+    want = bool(field.contents())
+    if bool(tok.add_bos_token) != want:
+        tok.add_bos_token = want
+
+
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason.
 
@@ -155,6 +172,8 @@ def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, devi
             f"cannot read model {spec or DEFAULT_MODEL!r} ({type(exc).__name__}: {first[:200]}); "
             "is the file complete and a supported causal LM?"
         ) from None
+    if gguf_file:
+        _bos_as_the_file_says(tok, Path(where) / gguf_file)
     check_finite(model, spec or DEFAULT_MODEL)
     model.eval().to(dev)
     return LoadedModel(model=model, tokenizer=tok, source=gguf_file and f"{where}/{gguf_file}" or where, note=note)
