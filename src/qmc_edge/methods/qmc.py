@@ -335,11 +335,9 @@ def _round_nearest(spec: QMC, model, names, tokenizer, progress) -> QuantizedMod
     return TensorMethod.quantize(spec, model, names, tokenizer, progress)
 
 
-def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> QuantizedModel:
-    """GPTQ rounding of every tensor (:meth:`QMC.gptq_tensor`), block by block on calibration text
-    (``calib``, or the default calibration set read with ``tokenizer``)."""
+def _calibration_text(spec: QMC, model, tokenizer, calib):
+    """``calib``, or the default calibration set read with ``tokenizer``; GPTQ runs on the CPU here."""
     from ..external.calibration import calibration_set
-    from ..gptq import quantize_model_gptq
 
     if model_device(model).type != "cpu":
         raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
@@ -347,6 +345,15 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
         if tokenizer is None:
             raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
         calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
+    return calib
+
+
+def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> QuantizedModel:
+    """GPTQ rounding of every tensor (:meth:`QMC.gptq_tensor`), block by block on calibration text
+    (``calib``, or the default calibration set read with ``tokenizer``)."""
+    from ..gptq import quantize_model_gptq
+
+    calib = _calibration_text(spec, model, tokenizer, calib)
     t0 = time.perf_counter()
     sens = None
     if spec.outliers_by == "fisher":  # the Fisher of the unquantized model, before any block is rounded
@@ -369,15 +376,9 @@ def round_gptq_budget(spec: QMC, model, names, tokenizer, progress, calib=None) 
     GPTQ with their own options, block by block on calibration text. Weights outside the blocks
     (embeddings, head) keep nearest rounding: GPTQ needs a Linear layer's inputs."""
     from ..budget import OPTIONS, budget_info, choose_budget
-    from ..external.calibration import calibration_set
     from ..gptq import decoder_layers, quantize_model_gptq
 
-    if model_device(model).type != "cpu":
-        raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
-    if calib is None:
-        if tokenizer is None:
-            raise QMCError(f"{spec.name} calibrates on text and needs the model's tokenizer (tokenizer=...)")
-        calib = calibration_set(tokenizer, spec.calib_samples, spec.calib_len)
+    calib = _calibration_text(spec, model, tokenizer, calib)
     t0 = time.perf_counter()
     search_steps = len(names) * len(OPTIONS)
     steps = search_steps + len(names)
