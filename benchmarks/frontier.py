@@ -206,12 +206,15 @@ def _targets(rs: list[dict]) -> list[str]:
     nc = RESULTS / "noise_cost_smollm2-135m.json"
     if nc.is_file() and rs and "smollm2" in rs[0]["model"].lower():  # the noise-cost runs are SmolLM2's
         d = json.loads(nc.read_text(encoding="utf-8"))
-        best = min(d["rows"], key=lambda r: r["noise_cost"])
+        # Only configurations worth reading count: 2-bit cells hardly ever err, so a 2-bit row at 200x FP
+        # has no noise cost and says nothing about the target.
+        usable = [r for r in d["rows"] if r["clean_ppl"] <= 2 * d["fp_ppl"]] or d["rows"]
+        best = min(usable, key=lambda r: r["noise_cost"])
         default = d["rows"][0]
         lines.append(
             f"- noise cost (noisy ReRAM against the same codes read without error) <= 5%: {default['method']} "
-            f"{100 * default['noise_cost']:+.1f}%; lowest measured {best['method']} {100 * best['noise_cost']:+.1f}% "
-            "(`benchmarks/noise_cost.py`, below): "
+            f"{100 * default['noise_cost']:+.1f}%; lowest measured with clean perplexity <= 2x FP "
+            f"{best['method']} {100 * best['noise_cost']:+.1f}% (`benchmarks/noise_cost.py`, below): "
             + (
                 "**reached**"
                 if default["noise_cost"] <= 0.05
