@@ -1,15 +1,17 @@
-"""QMC quantization speed: the exhaustive clip-ratio grid against the descent (``clip_search=descent``),
-side by side in one process on the embedded model, with RTN at the same bits as the yardstick.
+"""QMC quantization speed: the exhaustive clip-ratio grid (the default) against the descent
+(``clip_search=descent``), side by side in one process on the embedded model, with RTN at the same
+bits as the yardstick.
 
-Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent, the
-descent both compiled (how it runs on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
-formulation (``uniform.COMPILED = False``), each timed ``--repeats`` times, alternating, the median
-kept (the kernel is compiled, or loaded from numba's cache, before the timings), the share of groups
-where the two formulations chose the same grid, the total expected squared read error of
-every quantized tensor under both searches (analytic, device errors included:
-:func:`qmc_edge.budget.expected_sq_error`) and the share of (row, group) grids the descent chose
-exactly as the grid did. Perplexity of both searches comes from the frontier sweep's points in
-``benchmarks/store`` (the pairs of rows that differ only by ``clip_search=descent``).
+Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent, each
+search both compiled (how it runs on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
+formulation (``uniform.COMPILED = False``: what runs on a GPU), each timed ``--repeats`` times,
+alternating, the median kept (the kernel is compiled, or loaded from numba's cache, before the
+timings), the share of groups where the two formulations chose the same grid (both sum in one fixed
+order, so it should be all of them), the total expected squared read error of every quantized tensor
+under both searches (analytic, device errors included: :func:`qmc_edge.budget.expected_sq_error`)
+and the share of (row, group) grids the descent chose exactly as the grid did. Perplexity of both
+searches comes from the frontier sweep's points in ``benchmarks/store`` (the pairs of rows that differ
+only by ``clip_search=descent``).
 
 Writes benchmarks/results/clip_search.json and benchmarks/clip_search.md.
 Usage: python benchmarks/clip_search.py [--repeats 3]    (--render-only: the Markdown from the JSON)
@@ -88,12 +90,14 @@ def main() -> None:
     rows = []
     for text, rtn_text in CONFIGS:
         fast = parse_method(descent_text(text))
-        specs = {"rtn": parse_method(rtn_text), "grid": parse_method(text), "descent": fast, "descent_torch": fast}
+        grid = parse_method(text)
+        specs = {"rtn": parse_method(rtn_text), "grid": grid, "grid_torch": grid}
+        specs |= {"descent": fast, "descent_torch": fast}
         times: dict[str, list[float]] = {k: [] for k in specs}
         kept = {}
         for _ in range(args.repeats):
             for k, spec in specs.items():
-                dt, qm = timed(lm.model, spec, compiled=k != "descent_torch")
+                dt, qm = timed(lm.model, spec, compiled=not k.endswith("_torch"))
                 times[k].append(dt)
                 kept[k] = qm
         eg = total_expected_error(lm.model, specs["grid"], kept["grid"])
@@ -110,14 +114,16 @@ def main() -> None:
             "descent_over_rtn": med["descent"] / med["rtn"],
             "compiled_speedup": med["descent_torch"] / med["descent"],
             "compiled_same_grid_share": same_grids(kept["descent"], kept["descent_torch"]),
+            "compiled_same_grid_share_grid": same_grids(kept["grid"], kept["grid_torch"]),
             "expected_error_grid": eg,
             "expected_error_descent": ed,
             "expected_error_increase": ed / eg - 1,
             "same_grid_share": same_grids(kept["grid"], kept["descent"]),
         }
         print(
-            f"{row['method']}: RTN {med['rtn']:.2f} s, grid {med['grid']:.2f} s, descent {med['descent']:.2f} s "
-            f"(torch formulation {med['descent_torch']:.2f} s, same grid in "
+            f"{row['method']}: RTN {med['rtn']:.2f} s, grid {med['grid']:.2f} s (torch formulation "
+            f"{med['grid_torch']:.2f} s, same grid in {100 * row['compiled_same_grid_share_grid']:.4f}% of groups), "
+            f"descent {med['descent']:.2f} s (torch formulation {med['descent_torch']:.2f} s, same grid in "
             f"{100 * row['compiled_same_grid_share']:.4f}% of groups) "
             f"({row['descent_speedup']:.2f}x; {row['descent_over_rtn']:.1f}x RTN); expected error "
             f"{100 * row['expected_error_increase']:+.3f}%, same grid in {100 * row['same_grid_share']:.1f}% of groups",
@@ -165,47 +171,53 @@ def perplexity_pairs() -> list[dict]:
 def write_md() -> None:
     d = json.loads(RES.read_text(encoding="utf-8"))
     lines = [
-        "## QMC quantization speed: the clip-ratio descent",
+        "## QMC quantization speed: the clip-ratio search compiled, and the descent",
         "",
         f"- command: `{d['command'].strip()}`; date: {d['date']}; machine: {d['machine']}, {d['threads']} threads",
         f"- model: {d['model']}; every linear weight quantized, one process, times the median of "
-        f"{d['repeats']} alternating runs (RTN, grid, descent)",
+        f"{d['repeats']} alternating runs (RTN, grid, descent; each search compiled and in torch)",
         "- grid: every one of the 20 clip ratios per (row, group), the default (`clip_search=grid`); "
         "descent: `clip_search=descent`, 8 candidates per group (two starts, then +-4, +-2, +-1 ratios around "
         "the best); expected error: total expected squared read error of all tensors, device errors included",
         *(
             [
-                "- descent: compiled per group (`src/qmc_edge/clip_kernel.py`, numba; how the descent runs on a CPU); "
-                "torch: the same descent as torch tensor passes (`uniform.COMPILED = False`); same: share of "
-                "groups where both chose the same grid (they differ only where two ratios tie to within "
-                f"float rounding); the kernel's first use took {d['first_call_seconds']:.1f} s in this run "
-                "(compiling, or loading numba's on-disk cache)"
+                "- compiled: per group in one loop (`src/qmc_edge/clip_kernel.py`, numba; how both searches run "
+                "on a CPU); torch: the same search as torch tensor passes (`uniform.COMPILED = False`; what runs "
+                "on a GPU); compiled = torch: share of groups where both chose the same grid (both take each "
+                "group's sum in one fixed order, so any difference is a bug); the kernel's first use took "
+                f"{d['first_call_seconds']:.1f} s in this run (compiling, or loading numba's on-disk cache)"
             ]
             if "first_call_seconds" in d
             else []
         ),
         "",
-        "| configuration | RTN s | grid s | descent (torch) s | descent s | descent speed-up | grid / RTN "
-        "| descent / RTN | expected error (descent vs grid) | groups with the grid's choice | compiled = torch |",
+        "| configuration | RTN s | grid (torch) s | grid s | descent (torch) s | descent s | grid / RTN "
+        "| descent / RTN | expected error (descent vs grid) | groups with the grid's choice "
+        "| compiled = torch (grid; descent) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["rows"]:
         m = r["median_seconds"]
-        torch_s = f"{m['descent_torch']:.2f}" if "descent_torch" in m else "-"
-        same = f"{100 * r['compiled_same_grid_share']:.4f}%" if "compiled_same_grid_share" in r else "-"
+
+        def share(key: str, r=r) -> str:
+            return f"{100 * r[key]:.4f}%" if key in r else "-"
+
         lines.append(
-            f"| {r['method']} | {m['rtn']:.2f} | {m['grid']:.2f} | {torch_s} | {m['descent']:.2f} | "
-            f"{r['descent_speedup']:.2f}x | {r['grid_over_rtn']:.1f}x | {r['descent_over_rtn']:.1f}x | "
-            f"{100 * r['expected_error_increase']:+.3f}% | {100 * r['same_grid_share']:.1f}% | {same} |"
+            f"| {r['method']} | {m['rtn']:.2f} | {m.get('grid_torch', float('nan')):.2f} | {m['grid']:.2f} | "
+            f"{m.get('descent_torch', float('nan')):.2f} | {m['descent']:.2f} | {r['grid_over_rtn']:.1f}x | "
+            f"{r['descent_over_rtn']:.1f}x | {100 * r['expected_error_increase']:+.3f}% | "
+            f"{100 * r['same_grid_share']:.1f}% | {share('compiled_same_grid_share_grid')}; "
+            f"{share('compiled_same_grid_share')} |"
         )
     pairs = perplexity_pairs()
     if pairs:
         lines += [
             "",
             "WikiText-2 perplexity of both searches (frontier sweep, `benchmarks/sweeps/frontier.yaml`: "
-            "first 8 windows of 1024 tokens, noisy ReRAM over chips 0-2, the same windows and chips; the descent "
-            "rows were measured with its torch formulation, before the compiled kernel, which chose the same grid "
-            "in the share of groups the table above gives):",
+            "first 8 windows of 1024 tokens, noisy ReRAM over chips 0-2, the same windows and chips; both searches' "
+            "rows were measured with their torch formulations summing in torch's order, before the compiled "
+            "loops: on SmolLM2 at 3 bits those chose another grid than today's in 3 of 898,560 groups, "
+            "measured 2026-12-03 for the grid and 2026-12-02 for the descent):",
             "",
             "| configuration | grid PPL | descent PPL | change |",
             "|---|---:|---:|---:|",

@@ -11,9 +11,9 @@ Compares, bit for bit, what the CPU and the GPU compute from the same seeds with
    cells that differ instead of requiring none;
 4. MRAM bit flips at BER 1e-4;
 5. the inlier quantizer where the weights are (``quantize_uniform`` on CUDA tensors) against the CPU:
-   min-max RTN codes (no sums: must be exact), QMC's noise-aware clip grid and the descent (on the
-   CPU compiled, on the GPU its torch formulation): their group sums run in another order on each
-   device, so a choice may differ where two ratios tie to within rounding; counted, not required.
+   min-max RTN codes, QMC's noise-aware clip grid and the descent (on the CPU compiled, on the GPU
+   its torch formulation): both take every group's expected error as the same IEEE operations summed
+   in the same fixed order (``uniform._lane_sum``), so the codes and scales must be identical.
 
 Writes benchmarks/results/gpu_check.json (machine named). Exits 2 with one line when no CUDA device
 is present. Usage: python benchmarks/gpu_check.py [--cells 4000000]
@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
+from qmc_edge import uniform  # noqa: E402
 from qmc_edge.cells import code_error_moments  # noqa: E402
 from qmc_edge.counter_rng import CounterStream  # noqa: E402
 from qmc_edge.devices import MRAMBitFlips, reram, shipped_devices  # noqa: E402
@@ -41,7 +42,12 @@ from qmc_edge.uniform import clip_grid, quantize_uniform  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=4_000_000)
-    ap.add_argument("--against", default="cuda", help="cpu: run every comparison CPU against CPU (tries the script)")
+    ap.add_argument(
+        "--against",
+        default="cuda",
+        help="cpu: run every comparison CPU against CPU (tries the script; the quantizer's GPU side "
+        "runs its torch formulation there)",
+    )
     args = ap.parse_args()
     if args.against == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here; run it on a GPU machine (CPU: tests/test_counter_rng.py)")
@@ -96,8 +102,13 @@ def main() -> None:
             kw = dict(inlier_mask=mask, clip_ratios=clip_grid(20), moments=mom, search=search)
             a = quantize_uniform(w, bits, 128, **kw)
             kw["inlier_mask"] = mask.to(gpu)
-            b = quantize_uniform(w.to(gpu), bits, 128, **kw)
-            record(f"QMC inlier codes {bits}b@{cells}b/cell clip {search}", a.codes, b.codes, exact=False)
+            uniform.COMPILED = False  # what a GPU runs; on --against cpu, the torch formulation on the CPU
+            try:
+                b = quantize_uniform(w.to(gpu), bits, 128, **kw)
+            finally:
+                uniform.COMPILED = True
+            record(f"QMC inlier codes {bits}b@{cells}b/cell clip {search}", a.codes, b.codes)
+            record(f"QMC inlier scales {bits}b@{cells}b/cell clip {search}", a.scale, b.scale)
     payload = {
         "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
         "machine": machine_label(args.against),

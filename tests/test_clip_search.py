@@ -121,23 +121,24 @@ def test_clip_search_option_reaches_the_quantizer():
         quantize_uniform(w, 3, 128, search="golden")
 
 
-def _descent(w, bits, group, compiled, monkeypatch, **kw):
+def _descent(w, bits, group, compiled, monkeypatch, search="descent", **kw):
     monkeypatch.setattr(uniform, "COMPILED", compiled)
-    return quantize_uniform(w, bits, group, clip_ratios=clip_grid(20), search="descent", **kw)
+    return quantize_uniform(w, bits, group, clip_ratios=clip_grid(20), search=search, **kw)
 
 
+@pytest.mark.parametrize("search", ["grid", "descent"])
 @pytest.mark.parametrize("bits,cells,age", [(3, 3, 0.0), (2, 2, 0.0), (4, 2, 0.0), (3, 3, "1d")])
 @pytest.mark.parametrize("shape,group", [((96, 512), 128), ((40, 300), 128), ((17, 129), None)])
-def test_compiled_descent_matches_the_torch_formulation(bits, cells, age, shape, group, monkeypatch):
-    """The compiled loop (clip_kernel) makes the torch descent's choices: its group sums are taken in
-    another fixed order, so a choice may differ only where two ratios tie to within rounding (on
-    SmolLM2, 3 groups of 898,560); here every group agrees, with and without device moments, with an
-    outlier mask, ragged last groups and one group per row. Codes follow the chosen grid exactly."""
+def test_compiled_search_matches_the_torch_formulation(search, bits, cells, age, shape, group, monkeypatch):
+    """The compiled loop (clip_kernel) and the torch formulation (what runs on a GPU) make the same
+    choices, grid and descent: both take each group's sum in the same fixed order (``_lane_sum``), so
+    every group agrees, with and without device moments, with an outlier mask, ragged last groups and
+    one group per row. Codes follow the chosen grid exactly."""
     w = heavy_tailed(*shape, seed=bits + cells + shape[1])
     mask = torch.rand(shape, generator=torch.Generator().manual_seed(9)) > 0.02
     for mom in (code_error_moments(bits, reram(cells, age_s=age)), None):
-        a = _descent(w, bits, group, True, monkeypatch, inlier_mask=mask, moments=mom)
-        b = _descent(w, bits, group, False, monkeypatch, inlier_mask=mask, moments=mom)
+        a = _descent(w, bits, group, True, monkeypatch, search, inlier_mask=mask, moments=mom)
+        b = _descent(w, bits, group, False, monkeypatch, search, inlier_mask=mask, moments=mom)
         assert torch.equal(a.scale, b.scale) and torch.equal(a.zero, b.zero)
         assert torch.equal(a.codes, b.codes) and a.codes.dtype == torch.uint8 and a.codes.is_contiguous()
         zero = a.zero[:, torch.arange(shape[1]) // a.group_size]
@@ -167,9 +168,35 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum():
     for i, t in enumerate(terms):
         acc[i % LANES] = f(acc[i % LANES] + t)
     want = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    tmp, codes = np.empty(131, np.float32), np.empty(131, np.int32)
-    got = _group_error(w, inl, s, z, 7, m1, m2, True, tmp, codes)
+    tmp, codes, lanes = np.empty(131, np.float32), np.empty(131, np.int32), np.empty(LANES, np.float32)
+    got = _group_error(w, inl, s, z, 7, m1, m2, True, tmp, codes, lanes)
     assert np.float32(got).tobytes() == np.float32(want).tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 128, 131, 576])
+def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
+    """uniform._lane_sum (the torch formulation's group sum, the one a GPU runs) adds in the kernel's
+    order, so the expected error of a group is the same float32 number on both, for any group length
+    (ragged tails included)."""
+    import numpy as np
+
+    from qmc_edge.clip_kernel import LANES, _group_error
+
+    rng = np.random.default_rng(n)
+    w = (rng.standard_normal((64, n)) * 0.02).astype(np.float32)
+    inl = (rng.random((64, n)) > 0.1).astype(np.float32)
+    m1 = (rng.standard_normal(8) * 0.05).astype(np.float32)
+    m2 = (rng.random(8) * 0.1).astype(np.float32)
+    s, z = np.float32(0.0123), np.float32(3.0)
+    tmp, codes, lanes = np.empty(n, np.float32), np.empty(n, np.int32), np.empty(LANES, np.float32)
+    kernel = np.array([_group_error(w[i], inl[i], s, z, 7, m1, m2, True, tmp, codes, lanes) for i in range(64)])
+    mom = (torch.from_numpy(m1), torch.from_numpy(m2))
+    one = torch.ones(64, 1)
+    got = uniform.group_error(
+        torch.from_numpy(w)[:, None, :], torch.from_numpy(inl)[:, None, :], one * s, one * z, 7, mom
+    )
+    assert got.shape == (64, 1)
+    assert np.array_equal(got[:, 0].numpy().view(np.int32), kernel.astype(np.float32).view(np.int32))
 
 
 def test_compiled_descent_is_the_same_from_concurrent_threads(monkeypatch):

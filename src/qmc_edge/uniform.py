@@ -75,8 +75,8 @@ def quantize_uniform(
         ratios = ratios.to(w.device)
         moments = None if moments is None else (moments[0].to(w.device), moments[1].to(w.device))
     descent = search == "descent" and len(ratios) > _descent_evals(len(ratios))
-    if descent and w.device.type == "cpu" and COMPILED:
-        return _descent_compiled(wg, inl, ratios, bits, g, inf, moments)
+    if len(ratios) > 1 and w.device.type == "cpu" and COMPILED:
+        return _search_compiled(wg, inl, ratios, bits, g, inf, moments, descent)
     mg = inl.bool()
     big = torch.finfo(torch.float32).max
     xmin = torch.where(mg, wg, torch.full_like(wg, big)).amin(dim=2).clamp(max=0.0)
@@ -105,8 +105,9 @@ def clip_grid(n: int, lowest: float = 0.5) -> torch.Tensor:
 
 
 SEARCHES = ("grid", "descent")
-# The descent on the CPU runs compiled (:func:`_descent_compiled`); False runs the torch formulation
-# (:func:`_descend_clip`), which the tests and benchmarks/clip_search.py compare it with.
+# Both searches on the CPU run compiled (:func:`_search_compiled`); False runs the torch formulation
+# (:func:`_search_clip`, :func:`_descend_clip`), which the tests and benchmarks/clip_search.py compare
+# it with, and which runs wherever the weights are not on the CPU.
 COMPILED = True
 
 
@@ -136,6 +137,20 @@ def _candidate(
     """(expected squared error, scale, zero) of every group clipped at ratio ``r`` (a number, or one
     per group)."""
     scale, zero = _grid_at(xmin, xmax, r, maxq)
+    return group_error(wg, inl, scale, zero, maxq, moments), scale, zero
+
+
+def group_error(
+    wg: torch.Tensor,
+    inl: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    maxq: int,
+    moments: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """Expected squared error per group of ``wg`` (rows, groups, size) at one (scale, zero) per group:
+    the sum over the inliers of e^2 + 2 e s m1[q] + s^2 m2[q], e = (q - z) s - w, each operation as
+    the compiled kernel writes it (:func:`qmc_edge.clip_kernel._group_error`), summed in its order."""
     s3, z3 = scale[..., None], zero[..., None]
     q = torch.clamp(torch.round(wg / s3) + z3, 0, maxq)
     e = (q - z3) * s3 - wg
@@ -147,7 +162,28 @@ def _candidate(
         m1 = moments[0].index_select(0, qi).reshape(q.shape)
         m2 = moments[1].index_select(0, qi).reshape(q.shape)
         sq += 2 * e * s3 * m1 + s3 * s3 * m2
-    return (sq * inl).sum(dim=2), scale, zero
+    return _lane_sum(sq * inl)
+
+
+def _lane_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension in the compiled kernel's fixed order (:mod:`qmc_edge.clip_kernel`):
+    element i into partial sum i mod LANES, in increasing i, then the partial sums pairwise.
+
+    Why not ``t.sum(-1)``: torch picks its reduction order per device and CPU (vector width, threads),
+    so the same weights could choose another clip ratio where two tie to within rounding, on a GPU
+    or on another CPU. Written as elementwise adds, every device rounds each step the same way (IEEE
+    single precision), so the torch formulation, the compiled loop and a GPU choose the same ratios."""
+    from .clip_kernel import LANES
+
+    pad = -t.shape[-1] % LANES
+    if pad:  # zeros leave every partial sum unchanged
+        t = torch.nn.functional.pad(t, (0, pad))
+    v = t.reshape(*t.shape[:-1], -1, LANES)
+    acc = v[..., 0, :]
+    for k in range(1, v.shape[-2]):
+        acc = acc + v[..., k, :]
+    a = acc.unbind(-1)
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
 def _descent_steps(n: int) -> list[int]:
@@ -205,7 +241,7 @@ def _descend_clip(
     return best[2], best[3]
 
 
-def _descent_compiled(
+def _search_compiled(
     wg: torch.Tensor,
     inl: torch.Tensor,
     ratios: torch.Tensor,
@@ -213,19 +249,23 @@ def _descent_compiled(
     g: int,
     inf: int,
     moments: tuple[torch.Tensor, torch.Tensor] | None,
+    descent: bool,
 ) -> UniformCodes:
-    """:func:`_descend_clip` and the codes on the CPU as compiled loops (:mod:`qmc_edge.clip_kernel`).
+    """:func:`_search_clip` (or :func:`_descend_clip`) and the codes on the CPU as compiled loops
+    (:mod:`qmc_edge.clip_kernel`).
 
     The (scale, zero) of every ratio are computed here by the same torch operations as a candidate
-    pass (they are per group, a 128th of the weights); the kernel then evaluates, per group, only the
-    ratios the descent visits, with the group's weights in cache, and writes the codes."""
-    from .clip_kernel import descend_codes, inlier_ranges
+    pass (they are per group, a 128th of the weights); the kernel then evaluates, per group, the
+    ratios the search visits (all of them for the grid), with the group's weights in cache, and
+    writes the codes."""
+    from .clip_kernel import inlier_ranges, search_codes
 
     maxq = 2**bits - 1
     xmin, xmax = inlier_ranges(wg, inl)
     scales, zeros = _grid_at(xmin[..., None], xmax[..., None], ratios.to(torch.float32), maxq)
     n = len(ratios)
-    q, scale, zero = descend_codes(wg, inl, scales, zeros, maxq, moments, _descent_starts(n), _descent_steps(n))
+    starts, steps = (_descent_starts(n), _descent_steps(n)) if descent else (list(range(n)), [])
+    q, scale, zero = search_codes(wg, inl, scales, zeros, maxq, moments, starts, steps)
     codes = q.reshape(wg.shape[0], -1)[:, :inf].contiguous()
     return UniformCodes(codes=codes, scale=scale, zero=zero, bits=bits, group_size=g)
 
