@@ -145,10 +145,12 @@ def test_compiled_search_matches_the_torch_formulation(search, bits, cells, age,
         assert torch.equal(a.codes[~mask].float(), zero[~mask])  # non-inliers hold the zero-point code
 
 
-def test_compiled_group_error_is_the_documented_fixed_order_sum():
+@pytest.mark.parametrize("maxq", [1, 7, 15, 31, 255])
+def test_compiled_group_error_is_the_documented_fixed_order_sum(maxq):
     """The kernel's group error is float32 terms summed element i into lane i mod 8, then the lanes
-    pairwise: recomputed here with numpy in that order, it agrees to the bit, so the descent does not
-    depend on the machine's vector width or thread count."""
+    pairwise: recomputed here with numpy in that order, it agrees to the bit, so the search does not
+    depend on the machine's vector width or thread count; for codes of up to 4 bits (the select-tree
+    lookup of the moments) and wider ones (an indexed load)."""
     import numpy as np
 
     from qmc_edge.clip_kernel import LANES, _group_error
@@ -156,11 +158,12 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum():
     rng = np.random.default_rng(3)
     w = (rng.standard_normal(131) * 0.02).astype(np.float32)
     inl = (rng.random(131) > 0.1).astype(np.float32)
-    m1 = (rng.standard_normal(8) * 0.05).astype(np.float32)
-    m2 = (rng.random(8) * 0.1).astype(np.float32)
-    s, z = np.float32(0.0123), np.float32(3.0)
+    m1 = (rng.standard_normal(maxq + 1) * 0.05).astype(np.float32)
+    m2 = (rng.random(maxq + 1) * 0.1).astype(np.float32)
+    s, z = np.float32(0.0123 * 7 / maxq), np.float32(maxq // 2)
     f = np.float32
-    q = np.minimum(np.maximum(np.rint(w / s) + z, f(0)), f(7))
+    q = np.minimum(np.maximum(np.rint(w / s) + z, f(0)), f(maxq))
+    assert len(np.unique(q)) > min(maxq, 6)  # the codes span the table
     e = (q - z) * s - w
     c = q.astype(np.int32)
     terms = (e * e + (f(2) * e * s * m1[c] + (s * s) * m2[c])) * inl
@@ -168,8 +171,8 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum():
     for i, t in enumerate(terms):
         acc[i % LANES] = f(acc[i % LANES] + t)
     want = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    tmp, codes, lanes = np.empty(131, np.float32), np.empty(131, np.int32), np.empty(LANES, np.float32)
-    got = _group_error(w, inl, s, z, 7, m1, m2, True, tmp, codes, lanes)
+    tmp, codes = np.empty(131, np.float32), np.empty(131, np.int32)
+    got = _group_error(w, inl, s, z, maxq, np.pad(m1, (0, 16)), np.pad(m2, (0, 16)), True, tmp, codes)
     assert np.float32(got).tobytes() == np.float32(want).tobytes()
 
 
@@ -180,7 +183,7 @@ def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
     (ragged tails included)."""
     import numpy as np
 
-    from qmc_edge.clip_kernel import LANES, _group_error
+    from qmc_edge.clip_kernel import _group_error
 
     rng = np.random.default_rng(n)
     w = (rng.standard_normal((64, n)) * 0.02).astype(np.float32)
@@ -188,8 +191,9 @@ def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
     m1 = (rng.standard_normal(8) * 0.05).astype(np.float32)
     m2 = (rng.random(8) * 0.1).astype(np.float32)
     s, z = np.float32(0.0123), np.float32(3.0)
-    tmp, codes, lanes = np.empty(n, np.float32), np.empty(n, np.int32), np.empty(LANES, np.float32)
-    kernel = np.array([_group_error(w[i], inl[i], s, z, 7, m1, m2, True, tmp, codes, lanes) for i in range(64)])
+    tmp, codes = np.empty(n, np.float32), np.empty(n, np.int32)
+    m1p, m2p = np.pad(m1, (0, 8)), np.pad(m2, (0, 8))  # the kernel's tables are padded to 16 entries
+    kernel = np.array([_group_error(w[i], inl[i], s, z, 7, m1p, m2p, True, tmp, codes) for i in range(64)])
     mom = (torch.from_numpy(m1), torch.from_numpy(m2))
     one = torch.ones(64, 1)
     got = uniform.group_error(

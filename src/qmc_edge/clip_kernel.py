@@ -49,18 +49,49 @@ def _code(w, s, z, zero, top):  # pragma: no cover - compiled
     return q if q < top else top
 
 
-@_jit
-def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes, acc):  # pragma: no cover - compiled
+def _jit_inline(fn):
+    """As :func:`_jit`, inlined into its callers by numba (a table lookup in a vectorised loop)."""
+    return numba.njit(cache=True, nogil=True, inline="always")(fn) if numba is not None else fn
+
+
+@_jit_inline
+def _pick(c, t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15):  # pragma: no cover
+    """t[c] for a code c in 0..15, as a tree of selects on c's bits: the same value as the load, but
+    it vectorises (an indexed load from a numba array does not: the array might alias the output)."""
+    b0, b1, b2, b3 = (c & 1) != 0, (c & 2) != 0, (c & 4) != 0, (c & 8) != 0
+    x0, x1, x2, x3 = (t1 if b0 else t0), (t3 if b0 else t2), (t5 if b0 else t4), (t7 if b0 else t6)
+    x4, x5, x6, x7 = (t9 if b0 else t8), (t11 if b0 else t10), (t13 if b0 else t12), (t15 if b0 else t14)
+    y0, y1, y2, y3 = (x1 if b1 else x0), (x3 if b1 else x2), (x5 if b1 else x4), (x7 if b1 else x6)
+    z0, z1 = (y1 if b2 else y0), (y3 if b2 else y2)
+    return z1 if b3 else z0
+
+
+@_jit_inline
+def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes):  # pragma: no cover - compiled
     """Expected squared error of one group at scale ``s`` and zero ``z`` (float32 throughout): the
     sum over the group of inl x (e^2 + 2 e s m1[q] + s^2 m2[q]), e = (q - z) s - w. The terms are
     computed in one elementwise loop (``tmp``, no reduction in it, so it vectorises), then summed
-    element i into partial sum i mod LANES, the partial sums pairwise: a fixed order."""
+    element i into partial sum i mod LANES, the partial sums pairwise: a fixed order. For codes of
+    at most 4 bits the moments are looked up by :func:`_pick` (``m1``/``m2`` padded to 16 entries),
+    wider ones by an indexed load; both give the same numbers."""
     two = np.float32(2.0)
     zero = np.float32(0.0)
     top = np.float32(maxq)
     ss = s * s
     n = w.shape[0]
-    if noisy:
+    if noisy and maxq <= 15:
+        a0, a1, a2, a3, a4, a5, a6, a7 = m1[0], m1[1], m1[2], m1[3], m1[4], m1[5], m1[6], m1[7]
+        a8, a9, a10, a11, a12, a13, a14, a15 = m1[8], m1[9], m1[10], m1[11], m1[12], m1[13], m1[14], m1[15]
+        b0, b1, b2, b3, b4, b5, b6, b7 = m2[0], m2[1], m2[2], m2[3], m2[4], m2[5], m2[6], m2[7]
+        b8, b9, b10, b11, b12, b13, b14, b15 = m2[8], m2[9], m2[10], m2[11], m2[12], m2[13], m2[14], m2[15]
+        for i in range(n):  # one vectorised loop: codes, rounding errors, moments, terms
+            q = _code(w[i], s, z, zero, top)
+            e = (q - z) * s - w[i]
+            c = np.int32(q)
+            u1 = _pick(c, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)
+            u2 = _pick(c, b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15)
+            tmp[i] = (e * e + (two * e * s * u1 + ss * u2)) * inl[i]
+    elif noisy:
         for i in range(n):  # elementwise (vectorises): the codes and their rounding errors
             q = _code(w[i], s, z, zero, top)
             codes[i] = np.int32(q)
@@ -74,14 +105,35 @@ def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes, acc):  # pragma:
             q = _code(w[i], s, z, zero, top)
             e = (q - z) * s - w[i]
             tmp[i] = (e * e) * inl[i]
-    acc[:] = zero
+    # element i into partial sum i mod LANES (= 8), in increasing i; locals, not an array, so that
+    # nothing in the loop is stored (an accumulator array ran 15% slower)
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = zero
     full = n - n % LANES
-    for b in range(0, full, LANES):  # element i into partial sum i mod LANES, in increasing i
-        for lane in range(LANES):  # (this shape vectorises; acc[i % LANES] += tmp[i] did not)
-            acc[lane] += tmp[b + lane]
-    for lane in range(n - full):
-        acc[lane] += tmp[full + lane]
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    for b in range(0, full, LANES):
+        c0 += tmp[b]
+        c1 += tmp[b + 1]
+        c2 += tmp[b + 2]
+        c3 += tmp[b + 3]
+        c4 += tmp[b + 4]
+        c5 += tmp[b + 5]
+        c6 += tmp[b + 6]
+        c7 += tmp[b + 7]
+    r = n - full  # the ragged tail: element full + k into partial sum k
+    if r > 0:
+        c0 += tmp[full]
+    if r > 1:
+        c1 += tmp[full + 1]
+    if r > 2:
+        c2 += tmp[full + 2]
+    if r > 3:
+        c3 += tmp[full + 3]
+    if r > 4:
+        c4 += tmp[full + 4]
+    if r > 5:
+        c5 += tmp[full + 5]
+    if r > 6:
+        c6 += tmp[full + 6]
+    return ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7))
 
 
 @_jit
@@ -98,7 +150,6 @@ def _search(
     errs = np.empty(n, dtype=np.float32)
     tmp = np.empty(wg.shape[2], dtype=np.float32)
     codes = np.empty(wg.shape[2], dtype=np.int32)
-    acc = np.zeros(LANES, dtype=np.float32)
     seen = np.zeros(n, dtype=np.bool_)
     zero = np.float32(0.0)
     top = np.float32(maxq)
@@ -122,9 +173,7 @@ def _search(
                         j = centre + step
                     j = min(max(j, 0), n - 1)
                 if not seen[j]:
-                    errs[j] = _group_error(
-                        w, inl, scales[r, g, j], zeros[r, g, j], maxq, m1, m2, noisy, tmp, codes, acc
-                    )
+                    errs[j] = _group_error(w, inl, scales[r, g, j], zeros[r, g, j], maxq, m1, m2, noisy, tmp, codes)
                     seen[j] = True
                 e = errs[j]
                 if best_j < 0 or e < best_e or (e == best_e and j < best_j):
@@ -187,11 +236,11 @@ def search_codes(
     out_c = np.empty(wg.shape, dtype=np.uint8)
     out_s = np.empty((rows, groups), dtype=np.float32)
     out_z = np.empty((rows, groups), dtype=np.float32)
-    if moments is None:
-        m1 = m2 = np.zeros(maxq + 1, dtype=np.float32)
-    else:
-        m1 = np.ascontiguousarray(moments[0].float().numpy())
-        m2 = np.ascontiguousarray(moments[1].float().numpy())
+    m1 = np.zeros(max(16, maxq + 1), dtype=np.float32)  # padded for _pick (codes never reach the padding)
+    m2 = np.zeros_like(m1)
+    if moments is not None:
+        m1[: maxq + 1] = moments[0].float().numpy()
+        m2[: maxq + 1] = moments[1].float().numpy()
     _search(
         np.ascontiguousarray(wg.numpy()),
         np.ascontiguousarray(mg.numpy()),
