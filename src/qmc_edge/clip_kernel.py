@@ -14,11 +14,11 @@ The arithmetic is written out so that it is the same on every machine: IEEE sing
 fast-math (numba's default: no reassociation, no fused multiply-add contraction), rounding half to
 even, and the group's sum taken in a fixed order (eight interleaved partial sums, combined
 pairwise). The choices therefore do not depend on the CPU, the thread count or the numba version's
-vectoriser. They can differ from the torch formulation (:func:`qmc_edge.uniform._search_clip` and
-:func:`qmc_edge.uniform._descend_clip`, whose reduction order is torch's, itself chosen per CPU) in
-the last bit of a group's error, and so in the choice of a ratio where two candidates tie to within
-rounding (on SmolLM2's linear weights: 3 groups of 898,560, tested: identical choices on the test
-tensors).
+vectoriser. The torch formulation (:func:`qmc_edge.uniform.group_error`, what runs on a GPU) does
+the same operations and sums in the same order (:func:`qmc_edge.uniform._lane_sum`), so both choose
+the same ratios in every group (tested; on SmolLM2's 898,560 groups at 3 bits, all equal). Before
+2026-12-03 the torch formulation summed in torch's own order, and chose another ratio than today's
+in 3 of those groups, where two candidates tie to within rounding.
 """
 
 from __future__ import annotations
