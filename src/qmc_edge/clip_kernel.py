@@ -226,16 +226,24 @@ def search_codes(
     moments: tuple[torch.Tensor, torch.Tensor] | None,
     starts: list[int],
     steps: list[int],
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes (rows, groups, group size) uint8, scale, zero per (row, group)) chosen by the search
     (:func:`_search`; ``starts`` = every ratio and no ``steps``: the grid); ``scales``/``zeros`` are
     (rows, groups, n) per ratio, computed by the caller exactly as one candidate pass computes them;
-    ``mg`` is the inlier mask as 0/1 float32. CPU tensors."""
+    ``mg`` is the inlier mask as 0/1 float32. CPU tensors. ``out``: contiguous tensors of those shapes
+    to write into (a caller working in row blocks), returned."""
     _need_numba()
     rows, groups, _ = scales.shape
-    out_c = np.empty(wg.shape, dtype=np.uint8)
-    out_s = np.empty((rows, groups), dtype=np.float32)
-    out_z = np.empty((rows, groups), dtype=np.float32)
+    if out is None:
+        out = (
+            torch.empty(wg.shape, dtype=torch.uint8),
+            torch.empty((rows, groups), dtype=torch.float32),
+            torch.empty((rows, groups), dtype=torch.float32),
+        )
+    if not all(t.is_contiguous() for t in out):
+        raise ValueError("search_codes: out tensors must be contiguous")
+    out_c, out_s, out_z = (t.numpy() for t in out)
     m1 = np.zeros(max(16, maxq + 1), dtype=np.float32)  # padded for _pick (codes never reach the padding)
     m2 = np.zeros_like(m1)
     if moments is not None:
@@ -256,4 +264,4 @@ def search_codes(
         out_z,
         out_c,
     )
-    return torch.from_numpy(out_c), torch.from_numpy(out_s), torch.from_numpy(out_z)
+    return out

@@ -264,12 +264,24 @@ def _search_compiled(
     from .clip_kernel import inlier_ranges, search_codes
 
     maxq = 2**bits - 1
-    xmin, xmax = inlier_ranges(wg, inl)
-    scales, zeros = _grid_at(xmin[..., None], xmax[..., None], ratios.to(torch.float32), maxq)
     n = len(ratios)
     starts, steps = (_descent_starts(n), _descent_steps(n)) if descent else (list(range(n)), [])
-    q, scale, zero = search_codes(wg, inl, scales, zeros, maxq, moments, starts, steps)
-    codes = q.reshape(wg.shape[0], -1)[:, :inf].contiguous()
+    rows, groups, _ = wg.shape
+    q = torch.empty(wg.shape, dtype=torch.uint8)
+    scale = torch.empty((rows, groups))
+    zero = torch.empty((rows, groups))
+    r32 = ratios.to(torch.float32)
+    # Rows in blocks of ~256k weights, as the torch formulation: the per-ratio (scale, zero) tables
+    # and their temporaries are then a few MB, reused from block to block. Whole-tensor tables raised
+    # the peak memory of quantizing Qwen2.5-Coder-1.5B by 1.2 GB (3.2 GB above the loaded model,
+    # against 2.0 GB for the torch formulation).
+    block = max(1, (1 << 18) // (groups * g))
+    for r0 in range(0, rows, block):
+        sl = slice(r0, r0 + block)
+        xmin, xmax = inlier_ranges(wg[sl], inl[sl])
+        scales, zeros = _grid_at(xmin[..., None], xmax[..., None], r32, maxq)
+        search_codes(wg[sl], inl[sl], scales, zeros, maxq, moments, starts, steps, out=(q[sl], scale[sl], zero[sl]))
+    codes = q.reshape(rows, -1)[:, :inf].contiguous()
     return UniformCodes(codes=codes, scale=scale, zero=zero, bits=bits, group_size=g)
 
 
