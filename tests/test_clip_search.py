@@ -153,7 +153,7 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum(maxq):
     lookup of the moments) and wider ones (an indexed load)."""
     import numpy as np
 
-    from qmc_edge.clip_kernel import LANES, _group_error
+    from qmc_edge.clip_kernel import LANES, _group_error, padded_scratch
 
     rng = np.random.default_rng(3)
     w = (rng.standard_normal(131) * 0.02).astype(np.float32)
@@ -171,7 +171,7 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum(maxq):
     for i, t in enumerate(terms):
         acc[i % LANES] = f(acc[i % LANES] + t)
     want = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    tmp, codes = np.empty(131, np.float32), np.empty(131, np.int32)
+    tmp, codes = padded_scratch(131), np.empty(131, np.int32)
     got = _group_error(w, inl, s, z, maxq, np.pad(m1, (0, 16)), np.pad(m2, (0, 16)), True, tmp, codes)
     assert np.float32(got).tobytes() == np.float32(want).tobytes()
 
@@ -183,7 +183,7 @@ def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
     (ragged tails included)."""
     import numpy as np
 
-    from qmc_edge.clip_kernel import _group_error
+    from qmc_edge.clip_kernel import _group_error, padded_scratch
 
     rng = np.random.default_rng(n)
     w = (rng.standard_normal((64, n)) * 0.02).astype(np.float32)
@@ -191,7 +191,7 @@ def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
     m1 = (rng.standard_normal(8) * 0.05).astype(np.float32)
     m2 = (rng.random(8) * 0.1).astype(np.float32)
     s, z = np.float32(0.0123), np.float32(3.0)
-    tmp, codes = np.empty(n, np.float32), np.empty(n, np.int32)
+    tmp, codes = padded_scratch(n), np.empty(n, np.int32)
     m1p, m2p = np.pad(m1, (0, 8)), np.pad(m2, (0, 8))  # the kernel's tables are padded to 16 entries
     kernel = np.array([_group_error(w[i], inl[i], s, z, 7, m1p, m2p, True, tmp, codes) for i in range(64)])
     mom = (torch.from_numpy(m1), torch.from_numpy(m2))

@@ -41,6 +41,12 @@ def _jit(fn):
 
 
 @_jit
+def padded_scratch(n):  # pragma: no cover - compiled
+    """The terms' scratch of :func:`_group_error` for groups of ``n``: zeros, rounded up to LANES."""
+    return np.zeros(n + (-n % LANES), dtype=np.float32)
+
+
+@_jit
 def _code(w, s, z, zero, top):  # pragma: no cover - compiled
     """clamp(round_half_even(w / s) + z, 0, top) as a float32; the comparisons are written out
     (min/max compiled to branches here and ran 27% slower); equal to min/max for every non-NaN w."""
@@ -71,8 +77,9 @@ def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes):  # pragma: no c
     """Expected squared error of one group at scale ``s`` and zero ``z`` (float32 throughout): the
     sum over the group of inl x (e^2 + 2 e s m1[q] + s^2 m2[q]), e = (q - z) s - w. The terms are
     computed in one elementwise loop (``tmp``, no reduction in it, so it vectorises), then summed
-    element i into partial sum i mod LANES, the partial sums pairwise: a fixed order. For codes of
-    at most 4 bits the moments are looked up by :func:`_pick` (``m1``/``m2`` padded to 16 entries),
+    element i into partial sum i mod LANES, the partial sums pairwise: a fixed order. ``tmp`` holds
+    at least n rounded up to LANES entries, zero past n (:func:`padded_scratch`). For codes of at
+    most 4 bits the moments are looked up by :func:`_pick` (``m1``/``m2`` padded to 16 entries),
     wider ones by an indexed load; both give the same numbers."""
     two = np.float32(2.0)
     zero = np.float32(0.0)
@@ -106,10 +113,10 @@ def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes):  # pragma: no c
             e = (q - z) * s - w[i]
             tmp[i] = (e * e) * inl[i]
     # element i into partial sum i mod LANES (= 8), in increasing i; locals, not an array, so that
-    # nothing in the loop is stored (an accumulator array ran 15% slower)
+    # nothing in the loop is stored (an accumulator array ran 15% slower). tmp's zero padding past n
+    # completes the last row of 8: adding +0.0 leaves every partial sum as it was.
     c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = zero
-    full = n - n % LANES
-    for b in range(0, full, LANES):
+    for b in range(0, n + (-n % LANES), LANES):
         c0 += tmp[b]
         c1 += tmp[b + 1]
         c2 += tmp[b + 2]
@@ -118,21 +125,6 @@ def _group_error(w, inl, s, z, maxq, m1, m2, noisy, tmp, codes):  # pragma: no c
         c5 += tmp[b + 5]
         c6 += tmp[b + 6]
         c7 += tmp[b + 7]
-    r = n - full  # the ragged tail: element full + k into partial sum k
-    if r > 0:
-        c0 += tmp[full]
-    if r > 1:
-        c1 += tmp[full + 1]
-    if r > 2:
-        c2 += tmp[full + 2]
-    if r > 3:
-        c3 += tmp[full + 3]
-    if r > 4:
-        c4 += tmp[full + 4]
-    if r > 5:
-        c5 += tmp[full + 5]
-    if r > 6:
-        c6 += tmp[full + 6]
     return ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7))
 
 
@@ -148,7 +140,7 @@ def _search(
     clamp(round(w / s) + z, 0, maxq) for inliers, the zero-point code for the rest."""
     rows, groups, n = scales.shape
     errs = np.empty(n, dtype=np.float32)
-    tmp = np.empty(wg.shape[2], dtype=np.float32)
+    tmp = padded_scratch(wg.shape[2])
     codes = np.empty(wg.shape[2], dtype=np.int32)
     seen = np.zeros(n, dtype=np.bool_)
     zero = np.float32(0.0)
@@ -226,21 +218,14 @@ def search_codes(
     moments: tuple[torch.Tensor, torch.Tensor] | None,
     starts: list[int],
     steps: list[int],
-    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes (rows, groups, group size) uint8, scale, zero per (row, group)) chosen by the search
-    (:func:`_search`; ``starts`` = every ratio and no ``steps``: the grid); ``scales``/``zeros`` are
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> None:
+    """Codes (rows, groups, group size) uint8, scale and zero per (row, group) chosen by the search
+    (:func:`_search`; ``starts`` = every ratio and no ``steps``: the grid), written into ``out``
+    (contiguous CPU tensors of those shapes: the caller works in row blocks); ``scales``/``zeros`` are
     (rows, groups, n) per ratio, computed by the caller exactly as one candidate pass computes them;
-    ``mg`` is the inlier mask as 0/1 float32. CPU tensors. ``out``: contiguous tensors of those shapes
-    to write into (a caller working in row blocks), returned."""
+    ``mg`` is the inlier mask as 0/1 float32. CPU tensors."""
     _need_numba()
-    rows, groups, _ = scales.shape
-    if out is None:
-        out = (
-            torch.empty(wg.shape, dtype=torch.uint8),
-            torch.empty((rows, groups), dtype=torch.float32),
-            torch.empty((rows, groups), dtype=torch.float32),
-        )
     if not all(t.is_contiguous() for t in out):
         raise ValueError("search_codes: out tensors must be contiguous")
     out_c, out_s, out_z = (t.numpy() for t in out)
@@ -264,4 +249,3 @@ def search_codes(
         out_z,
         out_c,
     )
-    return out

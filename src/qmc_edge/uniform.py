@@ -84,12 +84,7 @@ def quantize_uniform(
     find = _descend_clip if descent else _search_clip
     best_scale = torch.empty_like(xmin)
     best_zero = torch.empty_like(xmin)
-    # Rows in blocks of ~256k weights on a CPU: the search makes ~10 passes per ratio over the block,
-    # and blocks this size measured fastest here (0.098 s vs 0.139 s unblocked for a 1536x576 tensor).
-    # On a GPU every pass is a kernel launch (the fixed-order sum adds about 20 per ratio), so the
-    # blocks are 64x larger there: fewer launches, about 0.7 GB of temporaries at most. Not timed on a
-    # GPU yet; the choices do not depend on the blocking.
-    rows = max(1, (1 << (18 if w.device.type == "cpu" else 24)) // (wg.shape[1] * g))
+    rows = _block_rows(wg)
     for r0 in range(0, out, rows):
         sl = slice(r0, r0 + rows)
         best_scale[sl], best_zero[sl] = find(wg[sl], mg[sl], xmin[sl], xmax[sl], ratios, maxq, moments)
@@ -98,6 +93,18 @@ def quantize_uniform(
     q = torch.where(mg, q, best_zero[..., None].expand_as(q))  # non-inliers decode to exactly 0
     codes = q.reshape(out, -1)[:, :inf].to(torch.uint8)
     return UniformCodes(codes=codes, scale=best_scale, zero=best_zero, bits=bits, group_size=g)
+
+
+def _block_rows(wg: torch.Tensor) -> int:
+    """Rows of ``wg`` (rows, groups, size) per block of the clip search; the choices do not depend on it.
+
+    About 256k weights on a CPU: the torch search makes ~10 passes per ratio over the block, and
+    blocks this size measured fastest here (0.098 s vs 0.139 s unblocked for a 1536x576 tensor); the
+    compiled search's per-ratio tables then stay a few MB (whole-tensor tables raised the peak of
+    quantizing Qwen2.5-Coder-1.5B by 1.2 GB). On a GPU every pass is a kernel launch (the fixed-order
+    sum adds about 20 per ratio), so blocks are 64x larger there: fewer launches, about 0.7 GB of
+    temporaries at most (not timed on a GPU yet)."""
+    return max(1, (1 << (18 if wg.device.type == "cpu" else 24)) // (wg.shape[1] * wg.shape[2]))
 
 
 def clip_grid(n: int, lowest: float = 0.5) -> torch.Tensor:
@@ -271,11 +278,7 @@ def _search_compiled(
     scale = torch.empty((rows, groups))
     zero = torch.empty((rows, groups))
     r32 = ratios.to(torch.float32)
-    # Rows in blocks of ~256k weights, as the torch formulation: the per-ratio (scale, zero) tables
-    # and their temporaries are then a few MB, reused from block to block. Whole-tensor tables raised
-    # the peak memory of quantizing Qwen2.5-Coder-1.5B by 1.2 GB (3.2 GB above the loaded model,
-    # against 2.0 GB for the torch formulation).
-    block = max(1, (1 << 18) // (groups * g))
+    block = _block_rows(wg)
     for r0 in range(0, rows, block):
         sl = slice(r0, r0 + block)
         xmin, xmax = inlier_ranges(wg[sl], inl[sl])

@@ -335,7 +335,7 @@ def _round_nearest(spec: QMC, model, names, tokenizer, progress) -> QuantizedMod
     return TensorMethod.quantize(spec, model, names, tokenizer, progress)
 
 
-def _calibration_text(spec: QMC, model, tokenizer, calib):
+def _calibration_for(spec: QMC, model, tokenizer, calib):
     """``calib``, or the default calibration set read with ``tokenizer``; GPTQ runs on the CPU here."""
     from ..external.calibration import calibration_set
 
@@ -353,7 +353,7 @@ def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> Quan
     (``calib``, or the default calibration set read with ``tokenizer``)."""
     from ..gptq import quantize_model_gptq
 
-    calib = _calibration_text(spec, model, tokenizer, calib)
+    calib = _calibration_for(spec, model, tokenizer, calib)
     t0 = time.perf_counter()
     sens = None
     if spec.outliers_by == "fisher":  # the Fisher of the unquantized model, before any block is rounded
@@ -378,7 +378,7 @@ def round_gptq_budget(spec: QMC, model, names, tokenizer, progress, calib=None) 
     from ..budget import OPTIONS, budget_info, choose_budget
     from ..gptq import decoder_layers, quantize_model_gptq
 
-    calib = _calibration_text(spec, model, tokenizer, calib)
+    calib = _calibration_for(spec, model, tokenizer, calib)
     t0 = time.perf_counter()
     search_steps = len(names) * len(OPTIONS)
     steps = search_steps + len(names)
