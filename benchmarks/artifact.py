@@ -26,8 +26,8 @@ from qmc_edge.artifact.generate import GenerationSettings, generate_text
 from qmc_edge.artifact.load import load_artifact
 from qmc_edge.jsonio import write_json
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import load_model
-from qmc_edge.quantize_model import quantize_model, storage_report
+from qmc_edge.methods.whole_model import quantize_model, storage_report
+from qmc_edge.model.loading import load_model
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["fp", "rtn4", "mxint4", "emem3", "qmc3", "qmc2"]

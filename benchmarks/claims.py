@@ -29,13 +29,13 @@ sys.path.insert(0, str(HERE))
 
 from common import load_for_ppl, run_header, write_json  # noqa: E402
 
+from qmc_edge.claims.ledger import CLAIMS, apply, load_ledger, results_files, run_ledger, storage_cost_fn  # noqa: E402
+from qmc_edge.claims.ledger import State as LedgerState  # noqa: E402
 from qmc_edge.deploy.arch import known_arch  # noqa: E402
-from qmc_edge.deploy.claims import CLAIMS, apply, load_ledger, results_files, run_ledger, storage_cost_fn  # noqa: E402
-from qmc_edge.deploy.claims import State as LedgerState  # noqa: E402
 from qmc_edge.deploy.platform import load_platform  # noqa: E402
 from qmc_edge.deploy.plots import waterfall_plot  # noqa: E402
-from qmc_edge.experiment import EvalSettings, run_method  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
+from qmc_edge.model.runner import EvalSettings, run_method  # noqa: E402
 
 RESULTS = HERE / "results"
 PAPER_ARCHS = ["smollm2-135m", "gemma-3-270m", "qwen2.5-1.5b", "llama-3.2-3b"]
@@ -94,7 +94,7 @@ def measure(model: str | None, args) -> Path:
 
 
 def ledgers(args) -> dict:
-    from qmc_edge.model_io import load_model
+    from qmc_edge.model.loading import load_model
 
     t0 = time.perf_counter()
     lm = load_model(None)

@@ -3,12 +3,12 @@
 bits as the yardstick.
 
 Per configuration: quantization wall time of RTN, QMC with the grid and QMC with the descent, each
-search both compiled (how it runs on a CPU, :mod:`qmc_edge.clip_kernel`) and in its torch
+search both compiled (how it runs on a CPU, :mod:`qmc_edge.quant.clip_kernel`) and in its torch
 formulation (``uniform.COMPILED = False``: what runs on a GPU), each timed ``--repeats`` times,
 alternating, the median kept (the kernel is compiled, or loaded from numba's cache, before the
 timings), the share of groups where the two formulations chose the same grid (both sum in one fixed
 order, so it should be all of them), the total expected squared read error of every quantized tensor
-under both searches (analytic, device errors included: :func:`qmc_edge.budget.expected_sq_error`)
+under both searches (analytic, device errors included: :func:`qmc_edge.quant.budget.expected_sq_error`)
 and the share of (row, group) grids the descent chose exactly as the grid did. Perplexity of both
 searches comes from the frontier sweep's points in ``benchmarks/store`` (the pairs of rows that differ
 only by ``clip_search=descent``).
@@ -32,11 +32,11 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
-from qmc_edge import uniform  # noqa: E402
-from qmc_edge.budget import expected_sq_error  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
-from qmc_edge.quantize_model import quantize_model  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model  # noqa: E402
+from qmc_edge.model.loading import load_model  # noqa: E402
+from qmc_edge.quant import uniform  # noqa: E402
+from qmc_edge.quant.budget import expected_sq_error  # noqa: E402
 
 # (QMC configuration, the RTN at the same inlier bits)
 CONFIGS = [

@@ -42,8 +42,9 @@ def load_for_ppl(model: str | None, threads: int):
     """(loaded model, text source, token ids, BOS id or None, model name) for a perplexity benchmark:
     ``model`` None is the embedded SmolLM2-135M, else a path (its file stem names the results)."""
 
-    from qmc_edge.model_io import load_model
-    from qmc_edge.perplexity import bos_for, load_text, tokenize
+    from qmc_edge.loaded import bos_for
+    from qmc_edge.model.loading import load_model
+    from qmc_edge.model.perplexity import load_text, tokenize
 
     torch.set_num_threads(threads)
     lm = load_model(model)

@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
-from qmc_edge.quantize_model import quantize_model  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model  # noqa: E402
+from qmc_edge.model.loading import load_model  # noqa: E402
 
 COMPETITOR = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a = torch.tanh(a @ a * 1e-3)\n"
 MODES = {"workers": None, "intra-op threads only": "1"}  # QMC_QUANT_WORKERS

@@ -33,9 +33,9 @@ from common import status_kb
 
 from qmc_edge.jsonio import write_json
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import load_model
-from qmc_edge.perplexity import load_text
-from qmc_edge.quantize_model import quantize_model, storage_report
+from qmc_edge.methods.whole_model import quantize_model, storage_report
+from qmc_edge.model.loading import load_model
+from qmc_edge.model.perplexity import load_text
 
 HERE = Path(__file__).resolve().parent
 OUT_JSON = HERE / "results" / "cost.json"
@@ -79,7 +79,7 @@ def measure_quantize(lm, spec_text: str, calib: dict) -> dict:
 
 def calibration_overlap(src_text: str) -> dict:
     """13-gram overlap of the calibration text with every evaluation set that is present."""
-    from qmc_edge.external.calibration import calibration_text, ngram_overlap
+    from qmc_edge.quant.calibration import calibration_text, ngram_overlap
 
     calib = calibration_text()
     out = {"wikitext-2 test (evaluation text)": ngram_overlap(calib, src_text)}
@@ -165,7 +165,7 @@ def main() -> None:
 def _kernel_first_use() -> float:
     """Seconds of the first call of QMC's compiled clip search (both searches; compiling, or loading
     numba's cache), so that no timed row pays it."""
-    from qmc_edge.uniform import clip_grid, quantize_uniform
+    from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
     t = time.perf_counter()
     for search in ("grid", "descent"):

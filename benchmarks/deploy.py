@@ -80,8 +80,8 @@ def embedded_costs() -> tuple[object, dict[str, MethodCost], dict]:
     import torch
 
     from qmc_edge.methods import parse_method
-    from qmc_edge.model_io import load_model
-    from qmc_edge.quantize_model import quantize_model, storage_report
+    from qmc_edge.methods.whole_model import quantize_model, storage_report
+    from qmc_edge.model.loading import load_model
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     t0 = time.perf_counter()

@@ -29,9 +29,9 @@ sys.path.insert(0, str(HERE))
 from common import load_for_ppl, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.perplexity import perplexity  # noqa: E402
-from qmc_edge.qmodel import QuantizedModel  # noqa: E402
-from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.model.perplexity import perplexity  # noqa: E402
+from qmc_edge.quant.qmodel import QuantizedModel  # noqa: E402
 
 AGES = [None, "1min", "1h", "1d", "1y", "10y"]
 # Each age method is named by a preset or a spec; eMEM-GPTQ is our own GPTQ rounding (the solver of
@@ -411,8 +411,8 @@ def _noise_vs_rounding(variants: dict[str, dict]) -> str:
     small next to the rounding error. Mean squared code error of one read of 3-bit codes in 3-bit
     cells (in quantization steps squared, averaged over the 8 codes) against a uniform rounding
     error's 1/12, at each age; then what the rows of ``variants`` measured."""
-    from qmc_edge.cells import code_error_moments
-    from qmc_edge.devices import reram
+    from qmc_edge.memory.cells import code_error_moments
+    from qmc_edge.memory.models import reram
 
     cells = []
     for age in AGES:

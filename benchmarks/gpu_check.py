@@ -1,7 +1,7 @@
 """On a GPU machine: are the counter-based device-noise draws bit-identical on CPU and GPU?
 
 Compares, bit for bit, what the CPU and the GPU compute from the same seeds with
-:class:`qmc_edge.counter_rng.CounterStream` (``realise(rng="philox")``):
+:class:`qmc_edge.memory.counter_rng.CounterStream` (``realise(rng="philox")``):
 
 1. the uniforms of several streams (10M each);
 2. one read of random 2- and 3-bit cells through each shipped ReRAM device's transition matrix
@@ -32,11 +32,11 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import machine_label, write_json  # noqa: E402
 
-from qmc_edge import uniform  # noqa: E402
-from qmc_edge.cells import code_error_moments  # noqa: E402
-from qmc_edge.counter_rng import CounterStream  # noqa: E402
-from qmc_edge.devices import MRAMBitFlips, reram, shipped_devices  # noqa: E402
-from qmc_edge.uniform import clip_grid, quantize_uniform  # noqa: E402
+from qmc_edge.memory.cells import code_error_moments  # noqa: E402
+from qmc_edge.memory.counter_rng import CounterStream  # noqa: E402
+from qmc_edge.memory.models import MRAMBitFlips, reram, shipped_devices  # noqa: E402
+from qmc_edge.quant import uniform  # noqa: E402
+from qmc_edge.quant.uniform import clip_grid, quantize_uniform  # noqa: E402
 
 
 def main() -> None:

@@ -10,10 +10,11 @@ import os
 
 import torch
 
-from qmc_edge.experiment import EvalSettings, run_method
+from qmc_edge.loaded import bos_for
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import load_model
-from qmc_edge.perplexity import bos_for, load_text, tokenize
+from qmc_edge.model.loading import load_model
+from qmc_edge.model.perplexity import load_text, tokenize
+from qmc_edge.model.runner import EvalSettings, run_method
 
 
 def main() -> None:

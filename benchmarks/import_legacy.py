@@ -1,6 +1,6 @@
 """One-off migration: the perplexity, task and library-baseline results measured before the sweep
 store existed (benchmarks/results/legacy/*.json, written by the old run_ppl.py, run_tasks.py and
-external.py with the same :func:`qmc_edge.experiment.run_method`) into benchmarks/store, under the
+external.py with the same :func:`qmc_edge.model.runner.run_method`) into benchmarks/store, under the
 sweep specs in benchmarks/sweeps/ that now produce them. Every imported row keeps the machine, date and
 command that measured it (the ``origin`` column says it was imported and from where); nothing is
 recomputed. The cost table of the old external.json goes to benchmarks/results/cost.json
@@ -21,10 +21,10 @@ sys.path.insert(0, str(HERE))
 
 from common import write_json  # noqa: E402
 
+from qmc_edge.claims.ledger import _spec_matches  # noqa: E402
 from qmc_edge.deploy.arch import from_model  # noqa: E402
-from qmc_edge.deploy.claims import _spec_matches  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
+from qmc_edge.model.loading import load_model  # noqa: E402
 from qmc_edge.sweep.run import ModelContext, result_rows  # noqa: E402
 from qmc_edge.sweep.spec import expand, load_sweep_spec  # noqa: E402
 from qmc_edge.sweep.store import Store  # noqa: E402

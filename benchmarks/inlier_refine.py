@@ -17,7 +17,7 @@ read (rounding error plus the device's, from the code-error moments the clip sea
 
 and a group keeps a step only where its expected error went down, so the result is never worse than
 the clip search's and the codes stay b-bit integers in cells. Reported per configuration: the total
-expected squared read error of every quantized tensor (:func:`qmc_edge.budget.expected_sq_error`)
+expected squared read error of every quantized tensor (:func:`qmc_edge.quant.budget.expected_sq_error`)
 before and after, and WikiText-2 perplexity of both over the same chips and windows.
 
 Writes benchmarks/results/inlier_refine.json and benchmarks/inlier_refine.md.
@@ -41,12 +41,12 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 from common import load_for_ppl, run_header, write_json  # noqa: E402
 
-from qmc_edge.budget import expected_sq_error  # noqa: E402
-from qmc_edge.cells import code_error_moments  # noqa: E402
+from qmc_edge.memory.cells import code_error_moments  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.perplexity import perplexity  # noqa: E402
-from qmc_edge.quantize_model import quantize_model  # noqa: E402
-from qmc_edge.uniform import _fp16_at_least, _grouped  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model  # noqa: E402
+from qmc_edge.model.perplexity import perplexity  # noqa: E402
+from qmc_edge.quant.budget import expected_sq_error  # noqa: E402
+from qmc_edge.quant.uniform import _fp16_at_least, _grouped  # noqa: E402
 
 CONFIGS = [
     "qmc3",

@@ -26,10 +26,11 @@ sys.path.insert(0, str(HERE))
 
 from common import machine_label, status_kb, write_json  # noqa: E402
 
+from qmc_edge.loaded import bos_for  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.model_io import load_model  # noqa: E402
-from qmc_edge.perplexity import bos_for, load_text, perplexity, tokenize  # noqa: E402
-from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.model.loading import load_model  # noqa: E402
+from qmc_edge.model.perplexity import load_text, perplexity, tokenize  # noqa: E402
 
 
 def main() -> None:

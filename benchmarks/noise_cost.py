@@ -28,8 +28,8 @@ sys.path.insert(0, str(HERE))
 from common import load_for_ppl, results_name, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.perplexity import perplexity  # noqa: E402
-from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.model.perplexity import perplexity  # noqa: E402
 
 CONFIGS = [
     "qmc:bits=3,cell_bits=3,rho=0.01",

@@ -29,10 +29,10 @@ sys.path.insert(0, str(HERE))
 from common import load_for_ppl, run_header, write_json  # noqa: E402
 
 from qmc_edge.methods import parse_method  # noqa: E402
-from qmc_edge.perplexity import perplexity  # noqa: E402
-from qmc_edge.qmc import outlier_table  # noqa: E402
-from qmc_edge.qmodel import QuantizedModel  # noqa: E402
-from qmc_edge.quantize_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.methods.whole_model import quantize_model, storage_report  # noqa: E402
+from qmc_edge.model.perplexity import perplexity  # noqa: E402
+from qmc_edge.quant.qmc_tensor import outlier_table  # noqa: E402
+from qmc_edge.quant.qmodel import QuantizedModel  # noqa: E402
 
 BITS = [3, 4, 6, 8]
 CODES = ["symmetric", "offset"]

@@ -59,10 +59,10 @@ def bad_inputs(root: Path, model_dir: Path, text: Path) -> dict:
     from typer.testing import CliRunner
 
     from qmc_edge.artifact.export import export_artifact
-    from qmc_edge.cli import app
+    from qmc_edge.cli.app import app
     from qmc_edge.methods import parse_method
-    from qmc_edge.model_io import load_model
-    from qmc_edge.quantize_model import quantize_model
+    from qmc_edge.methods.whole_model import quantize_model
+    from qmc_edge.model.loading import load_model
 
     root.mkdir(parents=True, exist_ok=True)
     lm = load_model(str(model_dir))
@@ -113,8 +113,8 @@ def fuzz(root: Path, model_dir: Path, n: int, seed: int) -> dict:
     from qmc_edge.artifact.load import load_artifact
     from qmc_edge.errors import QMCError
     from qmc_edge.methods import parse_method
-    from qmc_edge.model_io import load_model
-    from qmc_edge.quantize_model import quantize_model
+    from qmc_edge.methods.whole_model import quantize_model
+    from qmc_edge.model.loading import load_model
 
     out: dict[str, dict] = {}
     for m in ("qmc:bits=3,cell_bits=2", "mxint4", "emem3"):
@@ -156,7 +156,7 @@ def kills(root: Path, model_dir: Path, n: int, seed: int) -> dict:
 
     dest = root / "killed" / "art"
     dest.parent.mkdir()
-    cmd = [sys.executable, "-m", "qmc_edge.cli", "export", "--model", str(model_dir), "-m", "qmc3", "-o", str(dest)]
+    cmd = [sys.executable, "-m", "qmc_edge.cli.app", "export", "--model", str(model_dir), "-m", "qmc3", "-o", str(dest)]
     t0 = time.perf_counter()
     subprocess.run([*cmd, "--force"], check=True, capture_output=True)
     full = time.perf_counter() - t0

@@ -110,7 +110,7 @@ def tiny_model_dir(tmp_path_factory, text_file) -> Path:
 @pytest.fixture
 def tiny_lm(tiny_model_dir):
     """A fresh load of the tiny model per test (tests mutate weights)."""
-    from qmc_edge.model_io import load_model
+    from qmc_edge.model.loading import load_model
 
     return load_model(str(tiny_model_dir))
 

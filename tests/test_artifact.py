@@ -22,8 +22,8 @@ from qmc_edge.artifact.load import ArtifactModel, load_artifact, read_artifact, 
 from qmc_edge.artifact.pack import pack_bits, packed_nbytes, unpack_bits
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import load_model
-from qmc_edge.quantize_model import quantize_model, storage_report
+from qmc_edge.methods.whole_model import quantize_model, storage_report
+from qmc_edge.model.loading import load_model
 
 # Every method family; ReRAM methods at 1, 2 and 3 bits per cell (with codes that need 1-3 cells,
 # including partial last cells); MRAM bit flips; quantized tied embeddings; no outliers (rho=0).
@@ -322,7 +322,7 @@ def test_hf_export_loads_back_with_same_logits(tiny_lm, tmp_path):
 
 
 def _run(*args):
-    from qmc_edge.cli import app
+    from qmc_edge.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -370,8 +370,8 @@ def test_cli_errors_are_one_line(tiny_model_dir, tmp_path):
 def test_evaluating_an_artifact_reads_its_noisy_cells_per_seed(tiny_lm, tmp_path):
     """`qmc ppl --model ARTIFACT --seeds N` evaluates N device-noise reads of the stored cells, not
     the noise-free dequantization, and leaves the model noise-free afterwards."""
-    from qmc_edge.experiment import EvalSettings, run_method
-    from qmc_edge.perplexity import perplexity
+    from qmc_edge.model.perplexity import perplexity
+    from qmc_edge.model.runner import EvalSettings, run_method
 
     spec, qm, _ = _export(tiny_lm, "emem:bits=3,cell_bits=3", tmp_path / "a")
     art = load_artifact(tmp_path / "a")

@@ -22,7 +22,7 @@ from qmc_edge.artifact.load import load_artifact
 from qmc_edge.artifact.manifest import body_checksum, manifest_text
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
-from qmc_edge.quantize_model import quantize_model
+from qmc_edge.methods.whole_model import quantize_model
 
 N_CASES = 60
 
@@ -30,7 +30,7 @@ N_CASES = 60
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tiny_model_dir):
     """One ReRAM+MRAM artifact (qmc) and one ideal-memory one (mxint4), with their clean weights."""
-    from qmc_edge.model_io import load_model
+    from qmc_edge.model.loading import load_model
 
     root = tmp_path_factory.mktemp("fuzz")
     out = {}

@@ -10,7 +10,7 @@ import pytest
 from bad_inputs import cases
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
 
 runner = CliRunner()
 ROOT_NAME = "bad-input-sandbox"
@@ -23,8 +23,8 @@ def sandbox(tmp_path_factory, tiny_model_dir, text_file):
     from qmc_edge.artifact.export import export_artifact
     from qmc_edge.deploy.platform import packaged_names
     from qmc_edge.methods import parse_method
-    from qmc_edge.model_io import load_model
-    from qmc_edge.quantize_model import quantize_model
+    from qmc_edge.methods.whole_model import quantize_model
+    from qmc_edge.model.loading import load_model
 
     root = tmp_path_factory.mktemp(ROOT_NAME)
     lm = load_model(str(tiny_model_dir))

@@ -1,4 +1,4 @@
-"""Mixed precision under a whole-model bit budget (qmc_edge.budget) and its sensitivity."""
+"""Mixed precision under a whole-model bit budget (qmc_edge.quant.budget) and its sensitivity."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 
 from qmc_edge.artifact.export import export_artifact
 from qmc_edge.artifact.load import load_artifact
-from qmc_edge.budget import Candidate, allocate, unique_params
 from qmc_edge.errors import QMCError
 from qmc_edge.methods.registry import parse_method
-from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
-from qmc_edge.sensitivity import fisher_diagonal, self_generated
+from qmc_edge.methods.whole_model import quantize_model, storage_report, target_weights
+from qmc_edge.quant.budget import Candidate, allocate, unique_params
+from qmc_edge.quant.sensitivity import fisher_diagonal, self_generated
 
 
 def _brute(cands: dict[str, list[Candidate]], limit: int) -> float:

@@ -1,10 +1,10 @@
-"""Calibration windows (qmc_edge.external.calibration): the model's BOS first where it takes one."""
+"""Calibration windows (qmc_edge.quant.calibration): the model's BOS first where it takes one."""
 
 from __future__ import annotations
 
 import pytest
 
-from qmc_edge.external import calibration
+from qmc_edge.libraries import calibration
 
 
 class _WordTokenizer:
@@ -71,7 +71,7 @@ def _gguf_with(path, add_bos: bool | None):
 def test_a_gguf_tokenizer_prepends_bos_as_the_file_says(tmp_path, file_says, tokenizer_does):
     """transformers 5.17 dropped Gemma-3's add_bos_token on GGUF conversion (5.24 keeps it): the
     file's flag decides, and a file without one leaves the tokenizer as it is."""
-    from qmc_edge.model_io import _bos_as_the_file_says
+    from qmc_edge.model.loading import _bos_as_the_file_says
 
     tok = _Tok(tokenizer_does)
     _bos_as_the_file_says(tok, _gguf_with(tmp_path / "m.gguf", file_says))

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmc_edge.cells import (
+from qmc_edge.memory.cells import (
     cells_per_code,
     cells_to_codes,
     code_error_moments,
@@ -18,8 +18,8 @@ from qmc_edge.cells import (
     codes_to_cells,
     read_codes,
 )
-from qmc_edge.devices import GaussianLevelReRAM, IdealDevice, reram
-from qmc_edge.uniform import clip_grid, quantize_uniform
+from qmc_edge.memory.models import GaussianLevelReRAM, IdealDevice, reram
+from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
 def gen(seed: int) -> torch.Generator:

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.claims.ledger import Claim, Paper, Step, find_accuracy, load_ledger, run_ledger
+from qmc_edge.cli.app import app
 from qmc_edge.deploy.arch import Arch
-from qmc_edge.deploy.claims import Claim, Paper, Step, find_accuracy, load_ledger, run_ledger
 from qmc_edge.deploy.platform import parse_platform
 from qmc_edge.deploy.system import MethodCost, Workload
 from qmc_edge.errors import QMCError

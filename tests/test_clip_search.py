@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qmc_edge import uniform
-from qmc_edge.cells import code_error_moments
-from qmc_edge.devices import reram
+from qmc_edge.memory.cells import code_error_moments
+from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
-from qmc_edge.qmc import outlier_positions, quantize_qmc
-from qmc_edge.uniform import clip_grid, quantize_uniform
+from qmc_edge.quant import uniform
+from qmc_edge.quant.qmc_tensor import outlier_positions, quantize_qmc
+from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
 def heavy_tailed(out: int, inf: int, seed: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def test_outlier_positions_equal_the_stable_sort_definition(rho, kind):
 
 
 def test_outlier_bound_is_used_and_falls_back_when_too_few_remain():
-    from qmc_edge.qmc import _candidates
+    from qmc_edge.quant.qmc_tensor import _candidates
 
     w = heavy_tailed(256, 512, 3).reshape(-1).abs()
     k = round(0.01 * w.numel())
@@ -153,7 +153,7 @@ def test_compiled_group_error_is_the_documented_fixed_order_sum(maxq):
     lookup of the moments) and wider ones (an indexed load)."""
     import numpy as np
 
-    from qmc_edge.clip_kernel import LANES, _group_error, padded_scratch
+    from qmc_edge.quant.clip_kernel import LANES, _group_error, padded_scratch
 
     rng = np.random.default_rng(3)
     w = (rng.standard_normal(131) * 0.02).astype(np.float32)
@@ -183,7 +183,7 @@ def test_torch_lane_sum_is_the_kernels_sum_to_the_bit(n):
     (ragged tails included)."""
     import numpy as np
 
-    from qmc_edge.clip_kernel import _group_error, padded_scratch
+    from qmc_edge.quant.clip_kernel import _group_error, padded_scratch
 
     rng = np.random.default_rng(n)
     w = (rng.standard_normal((64, n)) * 0.02).astype(np.float32)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from qmc_edge.counter_rng import CounterStream, philox4x32, stream_key
-from qmc_edge.devices import MRAMBitFlips, reram
+from qmc_edge.memory.counter_rng import CounterStream, philox4x32, stream_key
+from qmc_edge.memory.models import MRAMBitFlips, reram
 
 # Random123 tests/kat_vectors, the three "philox4x32 10" lines: counter[4], key[2] -> result[4].
 KAT = [
@@ -102,7 +102,7 @@ def test_read_noise_and_mram_flips_draw_from_the_stream():
 
 def test_realise_with_philox(tiny_lm):
     from qmc_edge.methods import parse_method
-    from qmc_edge.quantize_model import quantize_model
+    from qmc_edge.methods.whole_model import quantize_model
 
     model = tiny_lm.model
     spec = parse_method("qmc:bits=3,cell_bits=3,age=1d,target_age=1d")

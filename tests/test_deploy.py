@@ -12,7 +12,7 @@ import yaml
 from conftest import HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
 from qmc_edge.deploy.arch import Arch, resolve_arch
 from qmc_edge.deploy.platform import load_platform, packaged_names, parse_platform
 from qmc_edge.deploy.system import MethodCost, Workload, deploy_table, headline_rows, sensitivity
@@ -269,7 +269,7 @@ def test_tiny_arch_counts_match_the_model(tiny_model_dir, tiny_lm):
 
 def _report(lm, method):
     from qmc_edge.methods import parse_method
-    from qmc_edge.quantize_model import quantize_model, storage_report
+    from qmc_edge.methods.whole_model import quantize_model, storage_report
 
     spec = parse_method(method)
     return storage_report(lm.model, spec, quantize_model(lm.model, spec))
@@ -658,7 +658,7 @@ BAD_REPORTS = {
 
 @pytest.mark.parametrize("content, expected", list(BAD_REPORTS.values()), ids=list(BAD_REPORTS))
 def test_bad_report_is_one_line_naming_the_file(tiny_model_dir, tmp_path, content, expected):
-    from qmc_edge.deploy.cli import _costs_from_reports
+    from qmc_edge.cli.deploy_cmds import _costs_from_reports
 
     p = tmp_path / "rep.json"
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -669,7 +669,7 @@ def test_bad_report_is_one_line_naming_the_file(tiny_model_dir, tmp_path, conten
 
 
 def test_report_files_that_are_not_files_or_lack_a_model(tmp_path):
-    from qmc_edge.deploy.cli import _costs_from_reports
+    from qmc_edge.cli.deploy_cmds import _costs_from_reports
 
     with pytest.raises(QMCError, match=r"report .* is a directory; pass the file written by `qmc quantize --json"):
         _costs_from_reports([tmp_path], None)
@@ -683,7 +683,7 @@ def test_report_files_that_are_not_files_or_lack_a_model(tmp_path):
 
 
 def test_good_hand_written_report(tiny_model_dir, tmp_path):
-    from qmc_edge.deploy.cli import _costs_from_reports
+    from qmc_edge.cli.deploy_cmds import _costs_from_reports
 
     p = tmp_path / "rtn.json"
     p.write_text(json.dumps({**_storage(), "method": "RTN"}))

@@ -18,7 +18,9 @@ import yaml
 from scipy.special import ndtr
 from typer.testing import CliRunner
 
-from qmc_edge.cells import (
+from qmc_edge.cli.memory_cmds import register
+from qmc_edge.errors import QMCError
+from qmc_edge.memory.cells import (
     cells_to_codes,
     code_error_moments,
     code_transition_matrix,
@@ -26,8 +28,8 @@ from qmc_edge.cells import (
     read_codes,
     spread_levels,
 )
-from qmc_edge.device_spec import DEFAULT_DEVICE, Figure, format_age, load_device, parse_age, shipped_devices
-from qmc_edge.devices import (
+from qmc_edge.memory.files import DEFAULT_DEVICE, Figure, format_age, load_device, parse_age, shipped_devices
+from qmc_edge.memory.models import (
     RERAM_LEVELS,
     GaussianLevelReRAM,
     IdealDevice,
@@ -36,8 +38,6 @@ from qmc_edge.devices import (
     device_table,
     reram,
 )
-from qmc_edge.devices_cli import register
-from qmc_edge.errors import QMCError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = Path(str(resources.files("qmc_edge") / "device_files"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from qmc_edge.methods import parse_method
-from qmc_edge.quantize_model import quantize_model, storage_report
+from qmc_edge.methods.whole_model import quantize_model, storage_report
 
 
 def _read(model, qm, seed):
@@ -90,7 +90,7 @@ def test_noise_scale_and_write_verify_move_the_error_rate():
 def test_spread_cells_lower_the_code_errors_and_round_trip(tiny_lm, tmp_path):
     from qmc_edge.artifact.export import export_artifact
     from qmc_edge.artifact.load import load_artifact
-    from qmc_edge.cells import code_transition_matrix
+    from qmc_edge.memory.cells import code_transition_matrix
 
     left = parse_method("qmc:bits=2,cell_bits=3")
     spread = parse_method("qmc:bits=2,cell_bits=3,cell_layout=spread")
@@ -127,7 +127,7 @@ def test_options_that_would_do_nothing_are_refused():
 def test_qmc_devices_lists_the_shipped_devices():
     from typer.testing import CliRunner
 
-    from qmc_edge.cli import app
+    from qmc_edge.cli.app import app
 
     res = CliRunner().invoke(app, ["devices"])
     assert res.exit_code == 0, res.output

@@ -11,8 +11,8 @@ import torch
 from scipy.special import ndtr
 from scipy.stats import norm
 
-from qmc_edge.cells import code_transition_matrix, codes_to_cells, read_codes
-from qmc_edge.devices import (
+from qmc_edge.memory.cells import code_transition_matrix, codes_to_cells, read_codes
+from qmc_edge.memory.models import (
     RERAM_LEVELS,
     DeviceModel,
     GaussianLevelReRAM,
@@ -20,7 +20,8 @@ from qmc_edge.devices import (
     MRAMBitFlips,
     reram,
 )
-from qmc_edge.qmc import quantize_qmc
+from qmc_edge.quant.qmc_tensor import quantize_qmc
+from qmc_edge.quant.read import read_tensor
 
 
 def gen(seed: int) -> torch.Generator:
@@ -259,8 +260,8 @@ def test_custom_level_table_through_read_codes_and_quantizer():
     assert qt.cell_bits == 1
     assert qt.storage().reram_cells == 2 * w.numel()
     clean = qt.dequantize()
-    read1 = qt.dequantize(dev, generator=gen(7))
-    read2 = qt.dequantize(dev, generator=gen(7))
+    read1 = read_tensor(qt, dev, generator=gen(7))
+    read2 = read_tensor(qt, dev, generator=gen(7))
     assert torch.equal(read1, read2)
     assert not torch.equal(read1, clean)
     # Outliers live in MRAM and are untouched by the ReRAM noise.

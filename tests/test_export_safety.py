@@ -31,13 +31,13 @@ from qmc_edge.artifact.hf_export import export_hf
 from qmc_edge.artifact.load import load_artifact, read_artifact, verify_artifact
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
-from qmc_edge.quantize_model import quantize_model
+from qmc_edge.methods.whole_model import quantize_model
 
 
 @pytest.fixture(scope="module")
 def lmq(tiny_model_dir):
     """The tiny model with an old (rtn4) and a new (mxint4) quantization to export."""
-    from qmc_edge.model_io import load_model
+    from qmc_edge.model.loading import load_model
 
     lm = load_model(str(tiny_model_dir))
     old, new = parse_method("rtn4"), parse_method("mxint4")
@@ -61,8 +61,8 @@ def _dead_pid() -> int:
 
 def _forbid_model_loading(monkeypatch) -> list:
     """Make every model loader fail the test; returns the list of attempted loads (must stay empty)."""
-    import qmc_edge.cli_common as cc
-    import qmc_edge.model_io as mio
+    import qmc_edge.cli.common as cc
+    import qmc_edge.model.loading as mio
 
     calls: list = []
 
@@ -78,7 +78,7 @@ def _forbid_model_loading(monkeypatch) -> list:
 
 
 def _run(*args):
-    from qmc_edge.cli import app
+    from qmc_edge.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -197,8 +197,8 @@ import safetensors.torch
 import qmc_edge.artifact.export as ex
 from qmc_edge.artifact import fsutil
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import load_model
-from qmc_edge.quantize_model import quantize_model
+from qmc_edge.model.loading import load_model
+from qmc_edge.methods.whole_model import quantize_model
 
 def stall():
     print("stalled", flush=True)

@@ -13,7 +13,7 @@ from conftest import synthetic_text
 
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
-from qmc_edge.quantize_model import QuantizedModel, quantize_model, storage_report, target_weights
+from qmc_edge.methods.whole_model import QuantizedModel, quantize_model, storage_report, target_weights
 
 
 def test_presets_place_codes_in_reram():
@@ -28,7 +28,7 @@ def test_presets_place_codes_in_reram():
 
 
 def test_missing_extra_names_it(monkeypatch, tiny_model):
-    from qmc_edge.external import require
+    from qmc_edge.libraries import require
 
     monkeypatch.setitem(sys.modules, "hqq", None)  # import hqq now fails as if not installed
     with pytest.raises(QMCError, match=r"pip install 'qmc-edge\[hqq\]'"):
@@ -43,7 +43,7 @@ def test_missing_extra_names_it(monkeypatch, tiny_model):
 @pytest.mark.parametrize("bits", [3, 4])
 def test_hqq_codes_and_dequantization_match_library(bits):
     pytest.importorskip("hqq")
-    from qmc_edge.external.hqq_adapter import hqq_reference, quantize_hqq
+    from qmc_edge.libraries.hqq_adapter import hqq_reference, quantize_hqq
 
     torch.manual_seed(bits)
     w = torch.randn(48, 200) * 0.05  # 200 = one full group of 128 + a partial group of 72
@@ -53,7 +53,7 @@ def test_hqq_codes_and_dequantization_match_library(bits):
     assert int(qt.inliers.codes.max()) == 2**bits - 1 and int(qt.inliers.codes.min()) == 0  # full range used
     torch.testing.assert_close(qt.dequantize(), hqq_reference(w, bits, 128), rtol=0, atol=1e-6)
     # The HQQ solver beats plain min-max rounding on its own kind of error, not just matches it.
-    from qmc_edge.baselines import quantize_rtn
+    from qmc_edge.quant.grids import quantize_rtn
 
     assert (qt.dequantize() - w).abs().pow(0.7).sum() < (quantize_rtn(w, bits, 128).dequantize() - w).abs().pow(
         0.7
@@ -77,7 +77,7 @@ def test_hqq_whole_model_and_reram_storage(tiny_model):
 
 
 def _tiny_calibration(tokenizer, n: int = 8, seq_len: int = 48):
-    from qmc_edge.external.calibration import CalibrationSet
+    from qmc_edge.quant.calibration import CalibrationSet
 
     ids = tokenizer(synthetic_text(seed=1), add_special_tokens=False)["input_ids"]
     return CalibrationSet(tuple(tuple(ids[i * seq_len : (i + 1) * seq_len]) for i in range(n)), "synthetic", 0)
@@ -86,7 +86,7 @@ def _tiny_calibration(tokenizer, n: int = 8, seq_len: int = 48):
 @pytest.mark.parametrize(("method", "bits"), [("gptq", 3), ("gptq", 4), ("awq", 3)])
 def test_llmc_codes_match_library_output(tiny_lm, method, bits):
     pytest.importorskip("llmcompressor")
-    from qmc_edge.external.llmc import from_library_model, run_oneshot
+    from qmc_edge.libraries.llmcompressor_adapter import from_library_model, run_oneshot
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     names = target_weights(model)
@@ -141,7 +141,7 @@ def test_calibrated_method_through_quantize_model(tiny_lm):
 
 @pytest.mark.parametrize("bits", [3, 4])
 def test_gptq_solver_matches_llm_compressor(bits):
-    """Our GPTQ solver (qmc_edge.gptq, which adds outliers) equals llm-compressor's on the same weight,
+    """Our GPTQ solver (qmc_edge.quant.gptq_solver, which adds outliers) equals llm-compressor's on the same weight,
     Hessian and grid when there are no outliers: same codes, same dequantized weight."""
     pytest.importorskip("llmcompressor")
     from compressed_tensors.quantization import QuantizationArgs
@@ -149,9 +149,9 @@ def test_gptq_solver_matches_llm_compressor(bits):
     from test_gptq import _hessian
     from test_quantizers import heavy_tailed
 
-    from qmc_edge.external.llmc import weight_args
-    from qmc_edge.gptq import gptq_round
-    from qmc_edge.uniform import quantize_uniform
+    from qmc_edge.libraries.llmcompressor_adapter import weight_args
+    from qmc_edge.quant.gptq_solver import gptq_round
+    from qmc_edge.quant.uniform import quantize_uniform
 
     w, h = heavy_tailed(40, 200, bits), _hessian(200, bits)  # a partial last group, as SmolLM2's 576 columns
     grid = quantize_uniform(w, bits, 128)
@@ -176,10 +176,10 @@ def test_qmc_gptq_pipeline_equals_llm_compressor_gptq_without_outliers(tiny_lm):
     """The whole block-by-block pipeline (inputs, Hessians, order, solver), run with rho = 0 on the
     library observer's min-max grid, gives llm-compressor's GPTQ codes exactly, layer for layer."""
     pytest.importorskip("llmcompressor")
-    from qmc_edge.external.llmc import from_library_model, run_oneshot
-    from qmc_edge.gptq import gptq_round, quantize_model_gptq
-    from qmc_edge.qtensor import QuantizedTensor
-    from qmc_edge.uniform import UniformCodes
+    from qmc_edge.libraries.llmcompressor_adapter import from_library_model, run_oneshot
+    from qmc_edge.quant.gptq_solver import gptq_round, quantize_model_gptq
+    from qmc_edge.quant.qtensor import QuantizedTensor
+    from qmc_edge.quant.uniform import UniformCodes
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     names, bits, g = target_weights(model), 3, 48

@@ -10,15 +10,15 @@ import torch
 from conftest import synthetic_text
 from test_quantizers import heavy_tailed
 
-from qmc_edge.devices import reram
 from qmc_edge.errors import QMCError
-from qmc_edge.external.calibration import CalibrationSet
-from qmc_edge.gptq import gptq_round
+from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
 from qmc_edge.methods.qmc import round_gptq
-from qmc_edge.qmc import quantize_qmc
-from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
-from qmc_edge.uniform import clip_grid, quantize_uniform
+from qmc_edge.methods.whole_model import quantize_model, storage_report, target_weights
+from qmc_edge.quant.calibration import CalibrationSet
+from qmc_edge.quant.gptq_solver import gptq_round
+from qmc_edge.quant.qmc_tensor import quantize_qmc
+from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
 def _calib(tokenizer, n: int = 8, seq_len: int = 48) -> CalibrationSet:
@@ -130,7 +130,7 @@ def test_needs_tokenizer_and_rejects_bad_options(tiny_lm):
 def test_missing_calibration_text_names_the_extra(monkeypatch, tiny_lm):
     import sys
 
-    from qmc_edge.external.calibration import calibration_text
+    from qmc_edge.quant.calibration import calibration_text
 
     calibration_text.cache_clear()  # where gensim is installed, an earlier test may have read the text
     monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now fails as if not installed
@@ -171,7 +171,7 @@ def test_tensors_sharing_a_hessian_get_the_codes_they_get_alone(outlier_code):
 def _expected_output_error(w: torch.Tensor, qt, dev, h: torch.Tensor) -> float:
     """E[(w - read) H (w - read)ᵀ] over device reads: the mean read's error through H, plus each
     weight's read variance through H's diagonal (cells err independently)."""
-    from qmc_edge.cells import code_error_moments
+    from qmc_edge.memory.cells import code_error_moments
 
     inl = qt.inliers
     m1, m2 = code_error_moments(inl.bits, dev)
@@ -229,6 +229,6 @@ def test_gptq_with_fisher_ranked_outliers(tiny_lm, monkeypatch):
     assert moved > 0
     assert any(not torch.equal(gptq.tensors[n].inliers.codes, near.tensors[n].inliers.codes) for n in names)
     # and the method, through the whole-model entry point, rounds with GPTQ (not the nearest-rounding path)
-    monkeypatch.setattr("qmc_edge.external.calibration.calibration_set", lambda *a, **k: calib)
+    monkeypatch.setattr("qmc_edge.quant.calibration.calibration_set", lambda *a, **k: calib)
     whole = spec.quantize(model, names, tok)
     assert all(torch.equal(whole.tensors[n].inliers.codes, gptq.tensors[n].inliers.codes) for n in names)

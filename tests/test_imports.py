@@ -98,8 +98,8 @@ def test_finder_sees_a_cycle():
 def test_graph_resolves_relative_imports():
     g = import_graph()
     assert "qmc_edge.methods.base" in g["qmc_edge.methods.rtn"]
-    assert "qmc_edge.errors" in g["qmc_edge.model_io"]
-    assert "qmc_edge.artifact.load" in g["qmc_edge.model_io"]  # lazy import, still an edge
+    assert "qmc_edge.errors" in g["qmc_edge.model.loading"]
+    assert "qmc_edge.artifact.load" in g["qmc_edge.model.loading"]  # lazy import, still an edge
 
 
 def test_no_import_cycles():

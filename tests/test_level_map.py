@@ -1,4 +1,4 @@
-"""Code-to-level assignment (qmc_edge.level_map): the search, the reads and the storage."""
+"""Code-to-level assignment (qmc_edge.quant.level_map): the search, the reads and the storage."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from qmc_edge import level_map as lm
-from qmc_edge.cells import code_error_moments, code_transition_matrix
-from qmc_edge.devices import MRAMBitFlips
+from qmc_edge.memory.cells import code_error_moments, code_transition_matrix
+from qmc_edge.memory.models import MRAMBitFlips
 from qmc_edge.methods.registry import parse_method
-from qmc_edge.mram import mram_fields
-from qmc_edge.qmc import quantize_qmc
-from qmc_edge.qtensor import QuantizedTensor
-from qmc_edge.uniform import UniformCodes
+from qmc_edge.quant import level_map as lm
+from qmc_edge.quant.qmc_tensor import quantize_qmc
+from qmc_edge.quant.qtensor import QuantizedTensor, mram_fields
+from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.uniform import UniformCodes
 
 
 def _brute_cost(p: np.ndarray, perm, b: np.ndarray) -> float:
@@ -90,7 +90,7 @@ def test_reads_follow_the_logical_transition_matrix():
     perm = torch.tensor([3, 1, 6, 0, 7, 2, 5, 4], dtype=torch.uint8)
     qt = _qt(3, perm, 200000)
     assert torch.equal(qt.dequantize(), qt.inliers.codes.float())  # noise-free: the logical codes
-    read = qt.dequantize(dev, None, torch.Generator().manual_seed(1)).round().long().reshape(-1)
+    read = read_tensor(qt, dev, None, torch.Generator().manual_seed(1)).round().long().reshape(-1)
     stored = qt.inliers.codes.long().reshape(-1)
     want = lm.logical_transition(code_transition_matrix(3, dev), perm.numpy())
     for q in (0, 4, 7):  # codes whose physical level fails often at this age
@@ -108,7 +108,7 @@ def test_storage_and_mram_faults_include_the_table():
     assert mram_fields(qt)["level_map"] == 24
     assert sum(mram_fields(qt).values()) == qt.storage().by_memory()["mram"]
     # Faults in the table (every bit flipped): logical codes decode through the complement table.
-    w = qt.dequantize(None, MRAMBitFlips(ber=1.0), torch.Generator().manual_seed(0))
+    w = read_tensor(qt, None, MRAMBitFlips(ber=1.0), torch.Generator().manual_seed(0))
     assert not torch.equal(w, qt.dequantize())
 
 

@@ -46,7 +46,7 @@ def smol_tokenizer():
     _requirements()
     from transformers import AutoTokenizer
 
-    from qmc_edge.model_io import embedded_gguf
+    from qmc_edge.model.loading import embedded_gguf
 
     g = embedded_gguf()
     return AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
@@ -102,7 +102,7 @@ def test_200_items_equal_lmeval_with_the_real_tokenizer(random_model, smol_token
 @pytest.fixture(scope="module")
 def smol_5(tmp_path_factory):
     _requirements()
-    from qmc_edge.model_io import load_model
+    from qmc_edge.model.loading import load_model
 
     lm = load_model(None)
     return _both(lm.model, lm.tokenizer, 5, tmp_path_factory.mktemp("lmeval5"))

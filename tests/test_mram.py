@@ -1,4 +1,4 @@
-"""MRAM faults in every MRAM field (qmc_edge.mram): reach, ECC, index safety, ber == 0 identity, storage."""
+"""MRAM faults in every MRAM field (qmc_edge.quant.read): reach, ECC, index safety, ber == 0 identity, storage."""
 
 from __future__ import annotations
 
@@ -13,22 +13,14 @@ import torch
 from qmc_edge.artifact.export import encode_tensor
 from qmc_edge.artifact.load import _decode
 from qmc_edge.artifact.manifest import TensorEntry
-from qmc_edge.baselines import quantize_emem_naive, quantize_mxint4, quantize_rtn
-from qmc_edge.cells import read_codes
-from qmc_edge.devices import MRAMBitFlips, reram
-from qmc_edge.mram import (
-    CORRECTED,
-    DETECTED,
-    MRAMFaults,
-    decode_csr,
-    ecc_check_bits,
-    mram_fields,
-    read_mram,
-    secded_read,
-)
-from qmc_edge.perplexity import perplexity
-from qmc_edge.qmc import quantize_qmc
-from qmc_edge.qtensor import QuantizedTensor
+from qmc_edge.memory.cells import read_codes
+from qmc_edge.memory.models import MRAMBitFlips, reram
+from qmc_edge.memory.mram import CORRECTED, DETECTED, MRAMFaults, secded_read
+from qmc_edge.model.perplexity import perplexity
+from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
+from qmc_edge.quant.qmc_tensor import quantize_qmc
+from qmc_edge.quant.qtensor import QuantizedTensor, ecc_check_bits, mram_fields
+from qmc_edge.quant.read import decode_csr, read_mram, read_tensor
 
 
 def gen(seed: int) -> torch.Generator:
@@ -182,7 +174,7 @@ def test_dequantize_uses_every_faulty_field_as_hardware_decodes_it(kind):
     faults = MRAMFaults(ber=0.02)
     out_f, in_f = qt.shape
     for seed in range(4):
-        w = qt.dequantize(None, faults, gen(seed))
+        w = read_tensor(qt, None, faults, gen(seed))
         r = read_mram(qt, faults, gen(seed))
         f = r.fields
         inl = qt.inliers
@@ -233,7 +225,7 @@ def test_dequantize_uses_every_faulty_field_as_hardware_decodes_it(kind):
 def test_emem_scales_are_now_exposed():
     """eMEM keeps scales and zero points in MRAM: it used to ignore the MRAM BER entirely."""
     qt = emem_tensor()
-    w = qt.dequantize(None, MRAMFaults(ber=1e-3), gen(0))
+    w = read_tensor(qt, None, MRAMFaults(ber=1e-3), gen(0))
     assert not torch.equal(w, qt.dequantize())
 
 
@@ -245,7 +237,7 @@ def test_flipped_fp16_exponent_decodes_to_inf_and_nan_without_error():
     assert bool((qt.inliers.scale == 2.0**15).all())
     hits = set()
     for s in range(40):
-        w = qt.dequantize(None, MRAMFaults(ber=0.05), gen(s))
+        w = read_tensor(qt, None, MRAMFaults(ber=0.05), gen(s))
         assert w.shape == (1, 256)
         hits.add("inf" if torch.isinf(w).any() else "nan" if torch.isnan(w).any() else "finite")
     assert hits == {"inf", "nan", "finite"}
@@ -373,10 +365,10 @@ def test_detected_words_can_read_as_zero():
 def test_ecc_must_match_what_the_tensor_stores():
     qt = qmc_tensor()
     with pytest.raises(ValueError, match="mram_ecc"):
-        qt.dequantize(None, MRAMFaults(ber=0.0, ecc="secded"), gen(0))
+        read_tensor(qt, None, MRAMFaults(ber=0.0, ecc="secded"), gen(0))
     qt.mram_ecc = "secded"
-    qt.dequantize(None, MRAMFaults(ber=0.0, ecc="secded"), gen(0))
-    qt.dequantize(None, MRAMBitFlips(ber=1e-3), gen(0))  # no ecc given: the tensor's
+    read_tensor(qt, None, MRAMFaults(ber=0.0, ecc="secded"), gen(0))
+    read_tensor(qt, None, MRAMBitFlips(ber=1e-3), gen(0))  # no ecc given: the tensor's
     with pytest.raises(ValueError):
         MRAMFaults(ber=0.1, ecc="chipkill")
     with pytest.raises(ValueError):
@@ -414,7 +406,7 @@ def test_a_flipped_index_never_leaves_the_tensor(ecc):
         if idx.numel():
             assert int(idx.min()) >= 0 and int(idx.max()) < qt.numel
             assert torch.unique(idx).numel() == idx.numel()
-        w = qt.dequantize(reram(3), faults, gen(s))
+        w = read_tensor(qt, reram(3), faults, gen(s))
         assert w.shape == qt.shape and w.dtype == torch.float32
 
 
@@ -432,10 +424,10 @@ def test_zero_ber_is_todays_dequantize_bit_for_bit(ecc):
             want.view(-1)[qt.outliers.index] = qt.outliers.values()
         for mram in (None, MRAMBitFlips(0.0), MRAMFaults(0.0), MRAMFaults(0.0, ecc=ecc, on_detected="zero")):
             g = gen(5)
-            got = qt.dequantize(dev, mram, g)
+            got = read_tensor(qt, dev, mram, g)
             assert torch.equal(got, want)
             assert torch.equal(g.get_state(), g_ref.get_state())  # no MRAM draws at all
-        assert torch.equal(qt.dequantize(None, MRAMFaults(0.0)), qt.dequantize())
+        assert torch.equal(read_tensor(qt, None, MRAMFaults(0.0)), qt.dequantize())
 
 
 # --------------------------------------------------------------------------- artifacts and evaluation
@@ -451,7 +443,7 @@ def test_artifact_entry_round_trips_mram_ecc_and_omits_the_default(tmp_path):
         back = _decode(tmp_path, TensorEntry.model_validate(dumped), files)
         assert back.mram_ecc == ecc and back.storage().components == qt.storage().components
         assert torch.equal(
-            back.dequantize(None, MRAMFaults(0.01), gen(1)), qt.dequantize(None, MRAMFaults(0.01), gen(1))
+            read_tensor(back, None, MRAMFaults(0.01), gen(1)), read_tensor(qt, None, MRAMFaults(0.01), gen(1))
         )
 
 

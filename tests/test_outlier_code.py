@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qmc_edge.devices import reram
-from qmc_edge.gptq import gptq_round
+from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
-from qmc_edge.mram import mram_fields
-from qmc_edge.qmc import outlier_positions, outlier_table, quantize_qmc
+from qmc_edge.quant.gptq_solver import gptq_round
+from qmc_edge.quant.qmc_tensor import outlier_positions, outlier_table, quantize_qmc
+from qmc_edge.quant.qtensor import mram_fields
 
 
 def _outliers(seed: int = 0, n: int = 96 * 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,8 +10,8 @@ import torch
 
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
+from qmc_edge.methods.whole_model import quantize_model
 from qmc_edge.parallel import map_tensors, workers
-from qmc_edge.quantize_model import quantize_model
 
 
 @pytest.mark.parametrize("method", ["qmc3", "rtn3", "emem3", "mxint4"])

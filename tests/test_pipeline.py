@@ -11,10 +11,11 @@ import torch
 from conftest import HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
+from qmc_edge.loaded import bos_for
 from qmc_edge.methods import parse_method
-from qmc_edge.perplexity import bos_for, perplexity, tokenize
-from qmc_edge.quantize_model import quantize_model, storage_report, target_weights
+from qmc_edge.methods.whole_model import quantize_model, storage_report, target_weights
+from qmc_edge.model.perplexity import perplexity, tokenize
 
 runner = CliRunner()
 
@@ -176,8 +177,8 @@ def test_cli_methods_lists_presets():
 
 def test_demo_headline_on_tiny_model(tiny_lm, text_file):
     """The demo's deployment table: built from the compare rows' storage reports, FP16 on orin_agx = 1."""
-    from qmc_edge.cli import _demo_headline
-    from qmc_edge.experiment import EvalSettings, run_method
+    from qmc_edge.cli.app import _demo_headline
+    from qmc_edge.model.runner import EvalSettings, run_method
 
     ids = tokenize(tiny_lm.tokenizer, text_file.read_text())
     cfg = EvalSettings(context=32, max_windows=1, seeds=(0,), bos_id=bos_for(tiny_lm.tokenizer))

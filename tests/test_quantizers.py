@@ -9,11 +9,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmc_edge.baselines import quantize_emem_naive, quantize_mxint4, quantize_rtn
-from qmc_edge.devices import IdealDevice, reram
+from qmc_edge.memory.models import IdealDevice, reram
 from qmc_edge.methods import PRESETS, TensorMethod, parse_method
-from qmc_edge.qmc import outlier_positions, quantize_outliers, quantize_qmc
-from qmc_edge.uniform import clip_grid, quantize_uniform
+from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
+from qmc_edge.quant.qmc_tensor import outlier_positions, quantize_outliers, quantize_qmc
+from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
 def gen(seed: int) -> torch.Generator:
@@ -126,7 +127,7 @@ def test_removing_outliers_shrinks_the_inlier_step():
 
 
 def test_noise_aware_clip_lowers_expected_error_under_noise_and_is_plain_mse_without():
-    from qmc_edge.cells import code_error_moments
+    from qmc_edge.memory.cells import code_error_moments
 
     w = heavy_tailed(64, 512, 11)
     dev = reram(3)
@@ -150,9 +151,9 @@ def test_noise_aware_clip_lowers_expected_error_under_noise_and_is_plain_mse_wit
 def test_same_seed_same_noisy_read_and_different_seeds_differ():
     w = heavy_tailed(64, 256, 5)
     qt = quantize_qmc(w, 3, reram(3), rho=0.01)
-    a = qt.dequantize(reram(3), None, gen(1))
-    b = qt.dequantize(reram(3), None, gen(1))
-    c = qt.dequantize(reram(3), None, gen(2))
+    a = read_tensor(qt, reram(3), None, gen(1))
+    b = read_tensor(qt, reram(3), None, gen(1))
+    c = read_tensor(qt, reram(3), None, gen(2))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     # Outliers live in error-free MRAM: untouched by the ReRAM noise.
@@ -177,7 +178,7 @@ def test_emem_naive_uses_rtn_codes_in_reram():
     b = quantize_rtn(w, 3)
     assert torch.equal(a.inliers.codes, b.inliers.codes)
     assert a.code_memory == "reram" and a.meta_memory == "mram" and a.outliers is None
-    noisy = a.dequantize(reram(3), None, gen(0))
+    noisy = read_tensor(a, reram(3), None, gen(0))
     assert not torch.equal(noisy, a.dequantize())
 
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from qmc_edge.devices import reram
+from qmc_edge.loaded import bos_for
+from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
-from qmc_edge.perplexity import bos_for, tokenize
-from qmc_edge.quantize_model import quantize_model
+from qmc_edge.methods.whole_model import quantize_model
+from qmc_edge.model.perplexity import tokenize
 
 
 def _comparison_read(device, levels: torch.Tensor, seed: int) -> torch.Tensor:
@@ -108,8 +109,8 @@ def test_realise_read_index_only_matters_with_read_noise(tiny_model):
 
 
 def test_perplexity_rereads_every_window(tiny_lm, text_file, monkeypatch):
-    from qmc_edge.experiment import EvalSettings, run_method
-    from qmc_edge.qmodel import QuantizedModel
+    from qmc_edge.model.runner import EvalSettings, run_method
+    from qmc_edge.quant.qmodel import QuantizedModel
 
     ids = tokenize(tiny_lm.tokenizer, text_file.read_text(encoding="utf-8"))
     cfg = EvalSettings(context=32, max_windows=3, seeds=(0,), bos_id=bos_for(tiny_lm.tokenizer))

@@ -6,10 +6,12 @@ import math
 
 import pytest
 
-from qmc_edge.experiment import EvalSettings, run_method
+from qmc_edge.loaded import bos_for
 from qmc_edge.methods import parse_method
-from qmc_edge.model_io import DEFAULT_NOTE, load_model
-from qmc_edge.perplexity import bos_for, load_text, tokenize
+from qmc_edge.model.loading import DEFAULT_NOTE, load_model
+from qmc_edge.model.perplexity import load_text, tokenize
+from qmc_edge.model.runner import EvalSettings, run_method
+from qmc_edge.quant.read import read_tensor
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +63,8 @@ def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
     of ~1034, while the spread over seeds is ~1.5): the seeds must be paired to see it."""
     import torch
 
-    from qmc_edge.devices import reram
-    from qmc_edge.qmc import quantize_qmc
+    from qmc_edge.memory.models import reram
+    from qmc_edge.quant.qmc_tensor import quantize_qmc
 
     w = dict(smol.model.named_parameters())["model.layers.10.mlp.down_proj.weight"].detach().float()
     dev = reram(3)
@@ -70,6 +72,6 @@ def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
     for aware in (True, False):
         qt = quantize_qmc(w, 3, dev, rho=0.01, noise_aware=aware)
         errs[aware] = [
-            float(((qt.dequantize(dev, None, torch.Generator().manual_seed(s)) - w) ** 2).sum()) for s in range(6)
+            float(((read_tensor(qt, dev, None, torch.Generator().manual_seed(s)) - w) ** 2).sum()) for s in range(6)
         ]
     assert all(a < b for a, b in zip(errs[True], errs[False], strict=True)), errs

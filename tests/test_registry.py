@@ -13,7 +13,8 @@ import torch
 from conftest import synthetic_text
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
+from qmc_edge.loaded import bos_for
 from qmc_edge.methods import (
     PRESETS,
     TensorMethod,
@@ -26,10 +27,11 @@ from qmc_edge.methods import (
     unregister,
 )
 from qmc_edge.methods.base import DEVICE_DEFAULTS
-from qmc_edge.qmodel import QuantizedModel, seed_for
-from qmc_edge.qtensor import QuantizedTensor
-from qmc_edge.quantize_model import quantize_model, storage_report
-from qmc_edge.uniform import quantize_uniform
+from qmc_edge.methods.whole_model import quantize_model, storage_report
+from qmc_edge.model.perplexity import tokenize
+from qmc_edge.quant.qmodel import QuantizedModel, seed_for
+from qmc_edge.quant.qtensor import QuantizedTensor
+from qmc_edge.quant.uniform import quantize_uniform
 
 runner = CliRunner()
 BUILTIN = ("fp", "rtn", "mxint4", "emem", "qmc", "gptq", "awq", "hqq")
@@ -68,8 +70,7 @@ def test_builtin_methods_are_registered():
 def test_a_toy_method_runs_through_compare_storage_and_export(toy, tiny_lm, tiny_model_dir, text_file, tmp_path):
     from qmc_edge.artifact.export import export_artifact
     from qmc_edge.artifact.load import load_artifact
-    from qmc_edge.experiment import EvalSettings, run_method
-    from qmc_edge.perplexity import bos_for, tokenize
+    from qmc_edge.model.runner import EvalSettings, run_method
 
     spec = parse_method("toy:bits=3")
     assert isinstance(spec, Toy) and spec.name == "TOY-3"
@@ -299,7 +300,7 @@ def test_tables_are_full_width_without_a_terminal():
     import sys
 
     res = subprocess.run(
-        [sys.executable, "-m", "qmc_edge.cli", "methods"], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-m", "qmc_edge.cli.app", "methods"], capture_output=True, text=True, check=True, timeout=120
     )
     lines = res.stdout.splitlines()
     assert max(len(ln) for ln in lines) > 120  # wider than a terminal's default, not wrapped to 80

@@ -10,7 +10,7 @@ import yaml
 from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
 from qmc_edge.errors import QMCError
 from qmc_edge.sweep import run as run_mod
 from qmc_edge.sweep.report import pareto, write_report

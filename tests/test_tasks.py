@@ -12,7 +12,7 @@ import torch
 from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
-from qmc_edge.cli import app
+from qmc_edge.cli.app import app
 from qmc_edge.errors import QMCError
 from qmc_edge.tasks import MCItem, load_task, score_items, scoring, task_metrics
 from qmc_edge.tasks.data import _arc, _boolq, _hellaswag, hellaswag_preprocess

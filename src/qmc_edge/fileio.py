@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 def sha256_file(path: Path | str) -> str:

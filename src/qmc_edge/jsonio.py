@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 def probe_dir(folder: Path, what: str) -> None:

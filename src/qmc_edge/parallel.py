@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from .errors import QMCError
+from qmc_edge.errors import QMCError
 
 T = TypeVar("T")
 R = TypeVar("R")

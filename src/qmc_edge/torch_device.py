@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 def check_device(device: str) -> torch.device:

@@ -6,7 +6,7 @@ Layout of an artifact directory (format ``qmc-edge-artifact`` version 1)::
     manifest.json        provenance, method options, per-tensor layout, per-file size + sha256;
                          written last, with a sha256 of its own canonical JSON (``checksum``)
     reram.safetensors    per ReRAM tensor: uint8 image of its cell levels, ceil(b/c) cells per
-                         code (MSB cell first, see qmc_edge.cells), each level packed at c bits
+                         code (MSB cell first, see qmc_edge.memory.cells), each level packed at c bits
     codes.safetensors    per ideal-memory tensor (rtn, mxint4): codes packed at b bits
     meta.safetensors     <name>.scale: fp16, fp32 or int8 power-of-two exponents (E8M0), whichever
                          holds the in-memory scales exactly; <name>.zero: integer zero points
@@ -17,7 +17,7 @@ Layout of an artifact directory (format ``qmc-edge-artifact`` version 1)::
                          ceil(log2(in+1)) bits) and <name>.outlier_cols (per outlier,
                          ceil(log2(in)) bits), <name>.outlier_scale (float64, the exact value);
                          <name>.level_map: the code-to-level permutation (logical code -> physical
-                         code at b bits each) when the tensor has one (qmc_edge.level_map)
+                         code at b bits each) when the tensor has one (qmc_edge.quant.level_map)
     dense.safetensors    unquantized tensors (embeddings, norms, head; tied ones once; as the
                          method left them, e.g. AWQ's folded norms) in ``dense_dtype`` (fp16 by
                          default, as the storage report counts them)
@@ -27,6 +27,6 @@ Packing is MSB first, values back to back, zero-padded to a byte at the end of e
 tensor file is the storage report's bit count rounded up per array plus the safetensors header.
 """
 
-from .manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
+from qmc_edge.artifact.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME"]

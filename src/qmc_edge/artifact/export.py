@@ -26,16 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cells import codes_to_cells
-from ..errors import QMCError
-from ..fileio import sha256_file
-from ..jsonio import json_safe
-from ..loaded import LoadedModel
-from ..methods import MethodSpec
-from ..qmodel import QuantizedModel
-from ..qtensor import QuantizedTensor
-from ..quantize_model import storage_report
-from .fsutil import (
+from qmc_edge.artifact.fsutil import (
     check_parent,
     deferred_signals,
     discard_temp_dir,
@@ -47,8 +38,8 @@ from .fsutil import (
     rename_noreplace,
     sibling_prefix,
 )
-from .fsutil import fsync_dir as fsync_path
-from .manifest import (
+from qmc_edge.artifact.fsutil import fsync_dir as fsync_path
+from qmc_edge.artifact.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -60,7 +51,16 @@ from .manifest import (
     manifest_text,
     sealed,
 )
-from .pack import pack_bits
+from qmc_edge.artifact.pack import pack_bits
+from qmc_edge.errors import QMCError
+from qmc_edge.fileio import sha256_file
+from qmc_edge.jsonio import json_safe
+from qmc_edge.loaded import LoadedModel
+from qmc_edge.memory.cells import codes_to_cells
+from qmc_edge.methods import MethodSpec
+from qmc_edge.methods.whole_model import storage_report
+from qmc_edge.quant.qmodel import QuantizedModel
+from qmc_edge.quant.qtensor import QuantizedTensor
 
 DENSE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 TENSOR_FILES = ("reram.safetensors", "codes.safetensors", "meta.safetensors", "mram.safetensors", "dense.safetensors")
@@ -128,7 +128,7 @@ def encode_tensor(name: str, qt: QuantizedTensor, files: dict[str, dict[str, tor
     if tuple(codes.shape) != tuple(qt.shape) or codes.dtype != torch.uint8:
         raise QMCError(f"cannot export {name}: codes are {codes.dtype} {tuple(codes.shape)}, expected uint8 {qt.shape}")
     if qt.code_memory == "reram":
-        phys = codes if qt.level_map is None else qt.level_map.to(torch.uint8)[codes.long()]  # qmc_edge.level_map
+        phys = codes if qt.level_map is None else qt.level_map.to(torch.uint8)[codes.long()]  # qmc_edge.quant.level_map
         cells = codes_to_cells(phys, inl.bits, qt.cell_bits, qt.cell_layout)  # (out, in, k), MSB cell first
         files["reram.safetensors"][name] = _u8(pack_bits(_np(cells), qt.cell_bits))
     else:

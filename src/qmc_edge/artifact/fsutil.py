@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import QMCError
-from .export import DENSE_DTYPES, fsync_path, make_temp_dir, replace_dir
-from .fsutil import check_parent, discard_temp_dir, export_lock
+from qmc_edge.artifact.export import DENSE_DTYPES, fsync_path, make_temp_dir, replace_dir
+from qmc_edge.artifact.fsutil import check_parent, discard_temp_dir, export_lock
+from qmc_edge.errors import QMCError
 
 
 def check_hf_destination(out: str | Path, force: bool) -> None:

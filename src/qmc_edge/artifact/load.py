@@ -28,18 +28,26 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ..cells import cells_per_code, cells_to_codes, codes_to_cells
-from ..errors import QMCError
-from ..fileio import sha256_file
-from ..level_map import inverse, is_permutation
-from ..loaded import LoadedModel
-from ..methods import MethodSpec, spec_from_dict
-from ..qmodel import QuantizedModel
-from ..qtensor import OutlierTable, QuantizedTensor
-from ..uniform import UniformCodes
-from .export import decode_scale
-from .manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Manifest, TensorEntry, body_checksum, manifest_text
-from .pack import packed_nbytes, unpack_bits
+from qmc_edge.artifact.export import decode_scale
+from qmc_edge.artifact.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    TensorEntry,
+    body_checksum,
+    manifest_text,
+)
+from qmc_edge.artifact.pack import packed_nbytes, unpack_bits
+from qmc_edge.errors import QMCError
+from qmc_edge.fileio import sha256_file
+from qmc_edge.loaded import LoadedModel
+from qmc_edge.memory.cells import cells_per_code, cells_to_codes, codes_to_cells
+from qmc_edge.methods import MethodSpec, spec_from_dict
+from qmc_edge.quant.level_map import inverse, is_permutation
+from qmc_edge.quant.qmodel import QuantizedModel
+from qmc_edge.quant.qtensor import OutlierTable, QuantizedTensor
+from qmc_edge.quant.uniform import UniformCodes
 
 _SCALE_DTYPES = {"e8m0": torch.int8, "float16": torch.float16, "float32": torch.float32}
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -499,8 +507,8 @@ def _same(a: object, b: object) -> bool:
 def _check_model_against_spec(c: ArtifactContents, model: torch.nn.Module, qm: QuantizedModel | None) -> None:
     """The quantized tensors are exactly the ones the method quantizes in this model, and the storage
     report recomputed from the decoded tensors is the one the manifest carries."""
-    from ..jsonio import json_safe
-    from ..quantize_model import storage_report, target_weights
+    from qmc_edge.jsonio import json_safe
+    from qmc_edge.methods.whole_model import storage_report, target_weights
 
     where = c.root / MANIFEST_NAME
     if qm is not None:

@@ -39,7 +39,7 @@ class OutlierEntry(_Strict):
     bits: int = Field(ge=2, le=16)  # codes, stored offset by 2**(bits-1)
     col_bits: int = Field(ge=1, le=32)  # ceil(log2(in_features)) per outlier
     count_bits: int = Field(ge=1, le=32)  # ceil(log2(in_features + 1)) per row
-    # "offset": sign + magnitude above the threshold in <name>.outlier_offset (qmc_edge.qtensor);
+    # "offset": sign + magnitude above the threshold in <name>.outlier_offset (qmc_edge.quant.qtensor);
     # written only when not "symmetric", so artifacts with the symmetric code are unchanged.
     code: Literal["symmetric", "offset"] = "symmetric"
 
@@ -70,13 +70,13 @@ class TensorEntry(_Strict):
     zero_encoding: Literal["packed", "const", "float16", "float32"] = "packed"
     zero_const: float | None = None
     outliers: OutlierEntry | None = None
-    # ECC of the MRAM fields ("secded": Hamming(72,64) per 64-bit word; see qmc_edge.mram). The
+    # ECC of the MRAM fields ("secded": Hamming(72,64) per 64-bit word; see qmc_edge.quant.read). The
     # check bits are not in the files (the memory computes them when it is written) but are in the
     # storage report. Written only when not "none", so artifacts without ECC are unchanged.
     mram_ecc: Literal["none", "secded"] = "none"
-    # Placement of a partial last ReRAM cell (qmc_edge.cells); written only when not "left".
+    # Placement of a partial last ReRAM cell (qmc_edge.memory.cells); written only when not "left".
     cell_layout: Literal["left", "spread"] = "left"
-    # Whether the ReRAM cells hold the codes through a code-to-level permutation (qmc_edge.level_map),
+    # Whether the ReRAM cells hold the codes through a code-to-level permutation (qmc_edge.quant.level_map),
     # kept in mram.safetensors as "<name>.level_map"; written only when true.
     level_map: bool = False
 

@@ -18,15 +18,15 @@ __all__ = ["headline_rows", "load_platform", "resolve_arch"]
 
 def __getattr__(name: str):  # lazy: importing the package must not pull torch/transformers
     if name == "headline_rows":
-        from .system import headline_rows
+        from qmc_edge.deploy.system import headline_rows
 
         return headline_rows
     if name == "load_platform":
-        from .platform import load_platform
+        from qmc_edge.deploy.platform import load_platform
 
         return load_platform
     if name == "resolve_arch":
-        from .arch import resolve_arch
+        from qmc_edge.deploy.arch import resolve_arch
 
         return resolve_arch
     raise AttributeError(name)

@@ -2,7 +2,7 @@
 
 Counts are exact, never a formula: the model (or, without weights, the transformers class built on
 the meta device from its config) is walked with the same rule that the quantizer uses to choose its
-tensors (:func:`qmc_edge.quantize_model.target_weights`), so "linear" here is exactly what a method
+tensors (:func:`qmc_edge.methods.whole_model.target_weights`), so "linear" here is exactly what a method
 quantizes. Why exact: for 0.1-3B models the embeddings/head are 10-35 % of the weights and norms and
 biases are not negligible for the tiny test models; a formula that forgets one is off by that much.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def from_model(model, name: str, source: str = "") -> Arch:
     """Exact counts from an instantiated model (real weights or meta tensors)."""
     import torch
 
-    from ..quantize_model import target_weights
+    from qmc_edge.methods.whole_model import target_weights
 
     cfg = model.config
     cfg = getattr(cfg, "text_config", None) or cfg

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import QMCError
-from .platform import Platform
+from qmc_edge.deploy.platform import Platform
+from qmc_edge.errors import QMCError
 
 #: Data classes, in the order of the cost model's class axis.
 CLASSES: tuple[str, ...] = (

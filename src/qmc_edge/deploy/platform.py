@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 #: Largest magnitude accepted for any figure, in the figure's own unit (a sanity bound, not physics).
 MAX_FIGURE = 1e12

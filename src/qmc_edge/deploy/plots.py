@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..errors import QMCError  # noqa: E402
+from qmc_edge.errors import QMCError  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -93,7 +93,7 @@ def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
 
 
 def waterfall_plot(ledger: dict, path: str | Path) -> Path:
-    """One claim's ledger (:func:`qmc_edge.deploy.claims.run_ledger`) as a waterfall: the default's ratio,
+    """One claim's ledger (:func:`qmc_edge.claims.ledger.run_ledger`) as a waterfall: the default's ratio,
     then each step as a bar floating from the ratio before it to the ratio after it (green up, red
     down), the paper's figure as a band, and the measured perplexity under each quantization step."""
     path = Path(path)

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import QMCError
-from .arch import Arch
-from .placement import CLASSES, WEIGHT_CLASSES, check_capacity, placement_matrix, tier_names
-from .platform import Platform, load_platform, tier_bandwidth
+from qmc_edge.deploy.arch import Arch
+from qmc_edge.deploy.placement import CLASSES, WEIGHT_CLASSES, check_capacity, placement_matrix, tier_names
+from qmc_edge.deploy.platform import Platform, load_platform, tier_bandwidth
+from qmc_edge.errors import QMCError
 
 FP16 = 16
 C = len(CLASSES)
@@ -99,7 +99,7 @@ class MethodCost:
 
     @classmethod
     def from_report(cls, name: str, report: dict, arch: Arch | None = None) -> MethodCost:
-        """From :func:`qmc_edge.quantize_model.storage_report` (or the ``storage`` of a saved JSON)."""
+        """From :func:`qmc_edge.methods.whole_model.storage_report` (or the ``storage`` of a saved JSON)."""
         try:
             q = report["quantized_params"]
             mem = {k: v for k, v in report["bits_by_memory"].items() if k != "unquantized_fp16_dram"}
@@ -605,7 +605,7 @@ def headline(
     Each row: method, platform, absolute figures (weights MB, off-die/off-package MB per token, mJ and
     ms per token, tok/s, on-die area) and ``ratio_<metric>`` = (min, nominal, max) over the
     sensitivity corners (min = max = nominal when ``bands`` is False)."""
-    from .arch import resolve_arch
+    from qmc_edge.deploy.arch import resolve_arch
 
     a = resolve_arch(arch) if isinstance(arch, str) else arch
     costs: dict[str, MethodCost] = {}

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..errors import QMCError
-from .arch import Arch, known_arch
-from .placement import tier_names
-from .platform import Platform, load_platform
-from .system import Demand, MethodCost, Workload, demand, evaluate, platform_arrays
+from qmc_edge.deploy.arch import Arch, known_arch
+from qmc_edge.deploy.placement import tier_names
+from qmc_edge.deploy.platform import Platform, load_platform
+from qmc_edge.deploy.system import Demand, MethodCost, Workload, demand, evaluate, platform_arrays
+from qmc_edge.errors import QMCError
 
 SRC_CHART = "hardware.md: Jetson AI Lab SLM chart (MLC, 4-bit weights), AGX Orin / Orin Nano"
 SRC_BLOG = "hardware.md: NVIDIA blog (MLC INT4), Orin Nano / Orin Nano Super"

@@ -6,9 +6,18 @@ options are validated by its own class (:mod:`qmc_edge.methods.base`); unknown o
 are refused with the list of valid ones.
 """
 
-from . import awq, emem, fp, gptq, hqq, mxint4, qmc, rtn  # noqa: F401  (registers the built-in methods)
-from .base import MethodSpec, TensorMethod
-from .registry import PRESETS, method_class, options, parse_method, register, registered, spec_from_dict, unregister
+from qmc_edge.methods import awq, emem, fp, gptq, hqq, mxint4, qmc, rtn  # noqa: F401  (registers the built-in methods)
+from qmc_edge.methods.base import MethodSpec, TensorMethod
+from qmc_edge.methods.registry import (
+    PRESETS,
+    method_class,
+    options,
+    parse_method,
+    register,
+    registered,
+    spec_from_dict,
+    unregister,
+)
 
 __all__ = [
     "PRESETS",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .llmc import LLMCompressorMethod
-from .registry import register
+from qmc_edge.methods.llmc import LLMCompressorMethod
+from qmc_edge.methods.registry import register
 
 
 @register

@@ -3,7 +3,7 @@
 A method is one pydantic class: its fields are exactly the options that change its result (unknown
 or inapplicable keys are refused by ``extra="forbid"``), its :attr:`~MethodSpec.name` shows every
 option that differs from the default, and :meth:`~MethodSpec.quantize` turns a model's target
-weights into a :class:`~qmc_edge.qmodel.QuantizedModel`. Methods are registered by name in
+weights into a :class:`~qmc_edge.quant.qmodel.QuantizedModel`. Methods are registered by name in
 :mod:`qmc_edge.methods.registry`; adding one is a new module with one class and one ``@register``.
 """
 
@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..devices import DeviceModel, MRAMBitFlips, reram
-from ..parallel import map_tensors
-from ..qmodel import QuantizedModel
-from ..qtensor import QuantizedTensor
+from qmc_edge.memory.models import DeviceModel, MRAMBitFlips, reram
+from qmc_edge.parallel import map_tensors
+from qmc_edge.quant.qmodel import QuantizedModel
+from qmc_edge.quant.qtensor import QuantizedTensor
 
 Progress = Callable[[int, int], None]
 
@@ -74,7 +74,7 @@ def device_fields(optional: bool = False) -> dict[str, Any]:
 
 def check_device_options(spec: Any) -> None:
     """Validate the device options of ``spec`` (ages parse, scale positive, the device file loads)."""
-    from ..device_spec import load_device, parse_age
+    from qmc_edge.memory.files import load_device, parse_age
 
     for key in ("age", "target_age"):
         v = getattr(spec, key, None)
@@ -238,12 +238,12 @@ class MethodSpec(BaseModel):
 
     @property
     def layout(self) -> str:
-        """How a partial last ReRAM cell holds its bits (qmc_edge.cells)."""
+        """How a partial last ReRAM cell holds its bits (qmc_edge.memory.cells)."""
         return str(getattr(self, "cell_layout", None) or "left")
 
     def mram(self) -> MRAMBitFlips:
         """The MRAM fault model: raw bit errors in every MRAM field, decoded through the ECC."""
-        from ..mram import MRAMFaults
+        from qmc_edge.memory.mram import MRAMFaults
 
         return MRAMFaults(
             ber=float(getattr(self, "mram_ber", None) or 0.0), ecc=str(getattr(self, "mram_ecc", None) or "none")

@@ -7,8 +7,7 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
-from ..baselines import quantize_emem_naive
-from .base import (
+from qmc_edge.methods.base import (
     ReRAMOptions,
     TensorMethod,
     bits_field,
@@ -23,8 +22,9 @@ from .base import (
     mram_ber_field,
     mram_ecc_field,
 )
-from .registry import register
-from .rtn import group_label
+from qmc_edge.methods.registry import register
+from qmc_edge.methods.rtn import group_label
+from qmc_edge.quant.grids import quantize_emem_naive
 
 
 @register

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import MethodSpec
-from .registry import register
+from qmc_edge.methods.base import MethodSpec
+from qmc_edge.methods.registry import register
 
 
 @register

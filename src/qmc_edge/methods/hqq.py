@@ -6,9 +6,9 @@ from typing import Literal
 
 import torch
 
-from .base import TensorMethod, embeddings_field
-from .library import LibraryMethod
-from .registry import register
+from qmc_edge.methods.base import TensorMethod, embeddings_field
+from qmc_edge.methods.library import LibraryMethod
+from qmc_edge.methods.registry import register
 
 
 @register
@@ -20,6 +20,6 @@ class HQQ(LibraryMethod, TensorMethod):
     stored_in = "ideal memory (reram=true: ReRAM)"
 
     def quantize_tensor(self, w: torch.Tensor):
-        from ..external.hqq_adapter import quantize_hqq
+        from qmc_edge.libraries.hqq_adapter import quantize_hqq
 
         return self.place(quantize_hqq(w, self.bits, self.group_size or None))

@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..qtensor import QuantizedTensor
-from .base import (
+from qmc_edge.methods.base import (
     DEVICE_DEFAULTS,
     MethodSpec,
     OptionalReRAMOptions,
@@ -21,7 +20,8 @@ from .base import (
     group_field,
     place_in_reram,
 )
-from .rtn import group_label
+from qmc_edge.methods.rtn import group_label
+from qmc_edge.quant.qtensor import QuantizedTensor
 
 
 class LibraryMethod(OptionalReRAMOptions, MethodSpec):

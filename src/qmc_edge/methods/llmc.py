@@ -1,5 +1,5 @@
 """What GPTQ and AWQ share: llm-compressor's one-shot run on calibration text, read back as the
-project's own quantized tensors (:mod:`qmc_edge.external.llmc`)."""
+project's own quantized tensors (:mod:`qmc_edge.libraries.llmcompressor_adapter`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import model_validator
 
-from ..errors import QMCError
-from ..qmodel import QuantizedModel
-from ..torch_device import model_device
-from .library import LibraryMethod
-from .qmc import CALIB_LEN, CALIB_SAMPLES, c_len, c_samples, check_calibration, fill_calibration
+from qmc_edge.errors import QMCError
+from qmc_edge.methods.library import LibraryMethod
+from qmc_edge.methods.qmc import CALIB_LEN, CALIB_SAMPLES, c_len, c_samples, check_calibration, fill_calibration
+from qmc_edge.quant.qmodel import QuantizedModel
+from qmc_edge.torch_device import model_device
 
 
 class LLMCompressorMethod(LibraryMethod):
@@ -37,7 +37,7 @@ class LLMCompressorMethod(LibraryMethod):
         return True
 
     def quantize(self, model, names, tokenizer=None, progress=None) -> QuantizedModel:
-        from ..external.llmc import quantize_llmc
+        from qmc_edge.libraries.llmcompressor_adapter import quantize_llmc
 
         if model_device(model).type != "cpu":
             raise QMCError(f"{self.name} runs its calibration on the CPU here; load the model with --device cpu")

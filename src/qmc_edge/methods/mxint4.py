@@ -6,9 +6,9 @@ from typing import Literal
 
 import torch
 
-from ..baselines import quantize_mxint4
-from .base import TensorMethod, embeddings_field
-from .registry import register
+from qmc_edge.methods.base import TensorMethod, embeddings_field
+from qmc_edge.methods.registry import register
+from qmc_edge.quant.grids import quantize_mxint4
 
 
 @register

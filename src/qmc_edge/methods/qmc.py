@@ -1,8 +1,8 @@
 """QMC: outlier split, noise-aware clipping of the inliers, and a rounding strategy for the inliers.
 
-The split and the group ranges are :func:`qmc_edge.qmc.quantize_qmc` (the algorithm); how the inliers
+The split and the group ranges are :func:`qmc_edge.quant.qmc_tensor.quantize_qmc` (the algorithm); how the inliers
 are then rounded is a strategy the method composes: to nearest (no calibration), or GPTQ's error
-compensation on calibration text (:mod:`qmc_edge.gptq`, "QMC+GPTQ"), which keeps the same storage
+compensation on calibration text (:mod:`qmc_edge.quant.gptq_solver`, "QMC+GPTQ"), which keeps the same storage
 format so storage accounting, artifacts and the deployment model apply unchanged.
 """
 
@@ -14,14 +14,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..cells import code_error_moments
-from ..errors import QMCError
-from ..qmc import quantize_qmc, refit_level_map
-from ..qmodel import QuantizedModel
-from ..qtensor import QuantizedTensor
-from ..torch_device import model_device
-from ..uniform import UniformCodes
-from .base import (
+from qmc_edge.errors import QMCError
+from qmc_edge.memory.cells import code_error_moments
+from qmc_edge.methods.base import (
     DEVICE_HELP,
     ReRAMOptions,
     TensorMethod,
@@ -36,8 +31,13 @@ from .base import (
     mram_ber_field,
     mram_ecc_field,
 )
-from .registry import register
-from .rtn import group_label
+from qmc_edge.methods.registry import register
+from qmc_edge.methods.rtn import group_label
+from qmc_edge.quant.qmc_tensor import quantize_qmc, refit_level_map
+from qmc_edge.quant.qmodel import QuantizedModel
+from qmc_edge.quant.qtensor import QuantizedTensor
+from qmc_edge.quant.uniform import UniformCodes
+from qmc_edge.torch_device import model_device
 
 CALIB_SAMPLES, CALIB_LEN = 64, 512
 
@@ -244,7 +244,7 @@ class QMC(ReRAMOptions, TensorMethod):
         """One weight with GPTQ rounding: this spec's split (by ``sensitivity`` with
         ``outliers_by=fisher``) and grid (nearest rounding's result), then every entry re-rounded by
         GPTQ on that grid, outliers on their own MRAM grid."""
-        from ..gptq import gptq_round
+        from qmc_edge.quant.gptq_solver import gptq_round
 
         qt = self.quantize_tensor(w, sensitivity)
         ot = qt.outliers
@@ -265,7 +265,7 @@ class QMC(ReRAMOptions, TensorMethod):
         own split and grid, then one GPTQ pass over their rows stacked. GPTQ treats rows
         independently, so each tensor gets the codes it would get alone (tests/test_gptq.py), with a
         third of the per-column work for q, k and v."""
-        from ..gptq import RowOutliers, gptq_round
+        from qmc_edge.quant.gptq_solver import RowOutliers, gptq_round
 
         sens = sens or [None] * len(ws)
         if len(ws) == 1:
@@ -307,7 +307,7 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.budget is not None and self.rounding == "gptq":
             return round_gptq_budget(self, model, names, tokenizer, progress)
         if self.budget is not None:
-            from ..budget import quantize_budget
+            from qmc_edge.quant.budget import quantize_budget
 
             t0 = time.perf_counter()
             tensors, info = quantize_budget(self, model, names, tokenizer, progress)
@@ -320,8 +320,8 @@ class QMC(ReRAMOptions, TensorMethod):
 
     def _quantize_by_fisher(self, model, names, tokenizer, progress) -> QuantizedModel:
         """Every tensor on its own (as :meth:`TensorMethod.quantize`), outliers ranked by F w^2."""
-        from ..parallel import map_tensors
-        from ..sensitivity import sensitivity_for
+        from qmc_edge.parallel import map_tensors
+        from qmc_edge.quant.sensitivity import sensitivity_for
 
         t0 = time.perf_counter()
         sens = sensitivity_for(self, model, names, tokenizer)
@@ -337,7 +337,7 @@ def _round_nearest(spec: QMC, model, names, tokenizer, progress) -> QuantizedMod
 
 def _calibration_for(spec: QMC, model, tokenizer, calib):
     """``calib``, or the default calibration set read with ``tokenizer``; GPTQ runs on the CPU here."""
-    from ..external.calibration import calibration_set
+    from qmc_edge.quant.calibration import calibration_set
 
     if model_device(model).type != "cpu":
         raise QMCError(f"{spec.name} runs its calibration on the CPU here; load the model with --device cpu")
@@ -351,13 +351,13 @@ def _calibration_for(spec: QMC, model, tokenizer, calib):
 def round_gptq(spec: QMC, model, names, tokenizer, progress, calib=None) -> QuantizedModel:
     """GPTQ rounding of every tensor (:meth:`QMC.gptq_tensor`), block by block on calibration text
     (``calib``, or the default calibration set read with ``tokenizer``)."""
-    from ..gptq import quantize_model_gptq
+    from qmc_edge.quant.gptq_solver import quantize_model_gptq
 
     calib = _calibration_for(spec, model, tokenizer, calib)
     t0 = time.perf_counter()
     sens = None
     if spec.outliers_by == "fisher":  # the Fisher of the unquantized model, before any block is rounded
-        from ..sensitivity import sensitivity_for
+        from qmc_edge.quant.sensitivity import sensitivity_for
 
         sens = sensitivity_for(spec, model, names, tokenizer)
 
@@ -375,8 +375,8 @@ def round_gptq_budget(spec: QMC, model, names, tokenizer, progress, calib=None) 
     storage, so the budget holds exactly), then the decoder blocks' Linear weights are re-rounded by
     GPTQ with their own options, block by block on calibration text. Weights outside the blocks
     (embeddings, head) keep nearest rounding: GPTQ needs a Linear layer's inputs."""
-    from ..budget import OPTIONS, budget_info, choose_budget
-    from ..gptq import decoder_layers, quantize_model_gptq
+    from qmc_edge.quant.budget import OPTIONS, budget_info, choose_budget
+    from qmc_edge.quant.gptq_solver import decoder_layers, quantize_model_gptq
 
     calib = _calibration_for(spec, model, tokenizer, calib)
     t0 = time.perf_counter()

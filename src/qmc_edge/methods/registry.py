@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from .base import MethodSpec
+from qmc_edge.methods.base import MethodSpec
 
 _REGISTRY: dict[str, type[MethodSpec]] = {}
 

@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
-from ..baselines import quantize_rtn
-from .base import TensorMethod, bits_field, check_bits, check_group, embeddings_field, group_field
-from .registry import register
+from qmc_edge.methods.base import TensorMethod, bits_field, check_bits, check_group, embeddings_field, group_field
+from qmc_edge.methods.registry import register
+from qmc_edge.quant.grids import quantize_rtn
 
 
 def group_label(group_size: int) -> str:

@@ -10,10 +10,10 @@ starts on this machine (``--workers`` CPUs), which is how a laptop uses it.
 
 from __future__ import annotations
 
-from ..errors import QMCError
-from .run import OnPoint, SweepSummary, failure_record, load_context, record, run_point
-from .spec import Point, SweepSpec
-from .store import Store
+from qmc_edge.errors import QMCError
+from qmc_edge.sweep.run import OnPoint, SweepSummary, failure_record, load_context, record, run_point
+from qmc_edge.sweep.spec import Point, SweepSpec
+from qmc_edge.sweep.store import Store
 
 #: Per worker process: model -> its loaded context (a worker runs many points of one model).
 _CONTEXTS: dict[tuple[str, str], object] = {}

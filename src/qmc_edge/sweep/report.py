@@ -14,8 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
-from ..errors import QMCError
-from .store import SCHEMA, Store
+from qmc_edge.errors import QMCError
+from qmc_edge.sweep.store import SCHEMA, Store
 
 
 def aggregate(store: Store, keys: set[str] | None = None) -> list[dict]:
@@ -61,7 +61,7 @@ def _line_key(p: dict, models: int = 1) -> str:
 
 
 def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
-    from ..deploy.plots import _save, plt
+    from qmc_edge.deploy.plots import _save, plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     platforms = sorted({k for p in points for k in p["deploy"]})
@@ -125,7 +125,7 @@ def _current_keys(spec_file: Path) -> set[str] | None:
     """The keys of the spec last run into the store (None when it cannot be read: then show all)."""
     if not spec_file.is_file():
         return None
-    from .spec import expand, load_sweep_spec
+    from qmc_edge.sweep.spec import expand, load_sweep_spec
 
     try:
         return {p.key for p in expand(load_sweep_spec(spec_file))}

@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import QMCError
-from .spec import EMBEDDED, Point, SweepSpec
-from .store import Store
+from qmc_edge.errors import QMCError
+from qmc_edge.sweep.spec import EMBEDDED, Point, SweepSpec
+from qmc_edge.sweep.store import Store
 
 #: on_point(done, failed, skipped, total, label): called after every point.
 OnPoint = Callable[[int, int, int, int, str], None]
@@ -46,16 +46,17 @@ class SweepSummary:
 
 
 def load_context(model: str, spec: SweepSpec, device: str = "cpu") -> ModelContext:
-    from ..deploy.arch import from_model
-    from ..model_io import load_model
-    from ..perplexity import bos_for, load_text, tokenize
+    from qmc_edge.deploy.arch import from_model
+    from qmc_edge.loaded import bos_for
+    from qmc_edge.model.loading import load_model
+    from qmc_edge.model.perplexity import load_text, tokenize
 
     lm = load_model(None if model == EMBEDDED else model, device=device)
     src = load_text(None) if spec.eval.perplexity else None
     ids = tokenize(lm.tokenizer, src.text) if src else None
     tasks = None
     if spec.eval.tasks:
-        from ..tasks.evaluate import load_tasks
+        from qmc_edge.tasks.evaluate import load_tasks
 
         tasks = load_tasks(spec.eval.tasks.names, spec.eval.tasks.limit)
     arch = from_model(lm.model, model, lm.source)
@@ -66,7 +67,7 @@ def _versions() -> str:
     import torch
     import transformers
 
-    from .. import __version__
+    from qmc_edge import __version__
 
     return json.dumps(
         {
@@ -79,7 +80,7 @@ def _versions() -> str:
 
 
 def _deploy(ctx: ModelContext, method: str, storage: dict, platforms: list[str], spec: SweepSpec) -> str:
-    from ..deploy.system import MethodCost, Workload, deploy_table
+    from qmc_edge.deploy.system import MethodCost, Workload, deploy_table
 
     try:
         cost = MethodCost.from_report(method, storage, ctx.arch)
@@ -104,8 +105,8 @@ def run_point(
 ) -> list[dict]:
     """Quantize the point's method once and evaluate every seed: one row per seed (one row for a
     deterministic method), in the store's schema."""
-    from ..experiment import EvalSettings, run_method
-    from ..torch_device import machine_label
+    from qmc_edge.model.runner import EvalSettings, run_method
+    from qmc_edge.torch_device import machine_label
 
     pp = spec.eval.perplexity
     cfg = EvalSettings(pp.context if pp else 2048, pp.windows if pp else None, spec.eval.seed_list, ctx.bos)
@@ -125,7 +126,7 @@ def result_rows(
     origin: str,
     date: str | None = None,
 ) -> list[dict]:
-    """The store's rows of one point from :func:`qmc_edge.experiment.run_method`'s result ``r``
+    """The store's rows of one point from :func:`qmc_edge.model.runner.run_method`'s result ``r``
     (completed now unless ``date`` says when)."""
     st = r["storage"]
     total_bits = st["model_MB"] * 8e6

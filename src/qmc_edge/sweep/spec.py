@@ -31,8 +31,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..deploy.platform import _read_user_file, parse_yaml_model
-from ..errors import QMCError
+from qmc_edge.deploy.platform import _read_user_file, parse_yaml_model
+from qmc_edge.errors import QMCError
 
 EMBEDDED = "embedded"
 
@@ -180,7 +180,7 @@ def model_identity(model: str) -> dict:
     """What identifies a model's weights for the key: the name, size and SHA-256 of its file (or of
     every weight, config and tokenizer file of its folder), or a hub id as written. Paths and times are
     left out: the same bytes are the same model on every machine."""
-    from ..model_io import embedded_gguf
+    from qmc_edge.model.loading import embedded_gguf
 
     p = embedded_gguf() if model == EMBEDDED else Path(model).expanduser()
     if p.is_file():
@@ -204,7 +204,7 @@ def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
     the platforms and workload, and the qmc-edge version. The device the model runs on is recorded in
     each row (``machine``) but is not in the key: CPU and GPU results agree to float rounding, so a
     sweep started on one machine resumes on another."""
-    from .. import __version__
+    from qmc_edge import __version__
 
     payload = {
         "model": model_id,
@@ -220,7 +220,7 @@ def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
 
 def expand(spec: SweepSpec) -> list[Point]:
     """All points, ordered by model (each model loads once); bad method texts fail before any work."""
-    from ..methods import parse_method
+    from qmc_edge.methods import parse_method
 
     parsed = []
     for t in method_texts(spec):

@@ -24,7 +24,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 #: The columns of every row, with their meaning (README and `qmc report` refer to this).
 SCHEMA: dict[str, str] = {

@@ -1,5 +1,5 @@
 """A results store read back as results payloads: the shape `qmc compare --json` and
-:func:`qmc_edge.experiment.run_method` write (one row per method configuration, seeds aggregated), so
+:func:`qmc_edge.model.runner.run_method` write (one row per method configuration, seeds aggregated), so
 everything that reads results files (`qmc claims`, the benchmark renderer) reads a store the same way.
 
 One payload per (sweep, model). When a store holds a configuration more than once (another qmc-edge
@@ -12,8 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
-from ..tasks.evaluate import summarise
-from .store import Store
+from qmc_edge.sweep.store import Store
+from qmc_edge.tasks.evaluate import summarise
 
 
 def is_store(path: str | Path) -> bool:

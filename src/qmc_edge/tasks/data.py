@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import QMCError
+from qmc_edge.errors import QMCError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .data import TASKS, MCItem, load_task
-from .scoring import score_items, task_metrics
+from qmc_edge.tasks.data import TASKS, MCItem, load_task
+from qmc_edge.tasks.scoring import score_items, task_metrics
 
 Progress = Callable[[str, int, int], None]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import QMCError
-from .data import TASKS, default_data_root
+from qmc_edge.errors import QMCError
+from qmc_edge.tasks.data import TASKS, default_data_root
 
 # lm-eval config that each of our task names includes, and the split lm-eval scores.
 _LMEVAL = {

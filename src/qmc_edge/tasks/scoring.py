@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..torch_device import model_device
-from .data import MCItem
+from qmc_edge.tasks.data import MCItem
+from qmc_edge.torch_device import model_device
 
 # Padded packed tokens per forward pass; 1024-2048 were fastest on SmolLM2-135M with 2 cores,
 # 4096 was 10-25% slower (larger attention masks, more padding).

@@ -1,0 +1,107 @@
+"""`qmc devices`: the ReRAM device files (shipped, or given by path) with their cell error rates as
+they age."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qmc_edge.cli.common import JsonOpt, check_output_file, errors, out
+
+FileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--file", "-f", help="a device YAML file to list beside the shipped ones; repeat"),
+]
+AgeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--age", help="age since programming to report (1s, 10min, 1h, 1d, 1w, 1y, 10y); repeat"),
+]
+NoiseScaleOpt = Annotated[float, typer.Option("--noise-scale", help="multiplier on the programmed sigmas (0-100]")]
+WriteVerifyOpt = Annotated[bool, typer.Option("--write-verify", help="narrow the programmed sigmas (write-verify)")]
+ReadNoiseOpt = Annotated[bool, typer.Option("--read-noise", help="add per-read noise to the error rates")]
+ReferenceOpt = Annotated[
+    str,
+    typer.Option("--reference", help="read thresholds: fixed (set at programming) or aged (follow the cells)"),
+]
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return "0" if x == 0 else f"{x:.1e}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("devices")
+    def devices(
+        files: FileOpt = None,
+        ages: AgeOpt = None,
+        noise_scale: NoiseScaleOpt = 1.0,
+        write_verify: WriteVerifyOpt = False,
+        read_noise: ReadNoiseOpt = False,
+        reference: ReferenceOpt = "fixed",
+        json_path: JsonOpt = None,
+    ) -> None:
+        """List the ReRAM devices with their cell error rates (mean over levels) fresh and at each age."""
+        from rich.table import Table
+
+        from qmc_edge.jsonio import write_json
+        from qmc_edge.memory.files import format_age, load_device, parse_age, shipped_devices
+        from qmc_edge.memory.models import DEFAULT_AGES, device_table
+
+        with errors():
+            check_output_file(json_path)
+            age_list = list(ages or DEFAULT_AGES)
+            for a in age_list:
+                parse_age(a)
+            specs = [load_device(n) for n in shipped_devices()] + [load_device(Path(f)) for f in files or []]
+            rows = device_table(
+                specs,
+                age_list,
+                noise_scale=noise_scale,
+                write_verify=write_verify,
+                read_noise=read_noise,
+                reference=reference,
+            )
+        t = Table(title="ReRAM devices: cell error rate, mean over levels (worst level), by age since programming")
+        t.add_column("device")
+        t.add_column("bits/cell", justify="right")
+        t.add_column("fresh", justify="right")
+        for a in age_list:
+            t.add_column(a, justify="right")
+        t.add_column("measured to", justify="right")
+        t.add_column("source of the levels")
+        for r in rows:
+            cells = [
+                r["name"],
+                str(r["bits_per_cell"]),
+                f"{_rate(r['mean_cell_error_rate'])} ({_rate(r['worst_level_error_rate'])})",
+            ]
+            for a in age_list:
+                mark = "*" if a in r["extrapolated"] else ""
+                cells.append(f"{_rate(r['error_rate_at'][a])} ({_rate(r['worst_error_rate_at'][a])}){mark}")
+            cells.append(format_age(r["measured_to_s"]) if r["measured_to_s"] is not None else "no ageing")
+            cells.append(r["source"])
+            t.add_row(*cells)
+        out.print(t)
+        out.print(
+            "* beyond the longest measured time: the retention fit is extrapolated. Fresh = the level table "
+            f"(1 s after programming). Read thresholds: {reference}.",
+            highlight=False,
+        )
+        if json_path is not None:
+            with errors():
+                write_json(
+                    json_path,
+                    {
+                        "ages": age_list,
+                        "noise_scale": noise_scale,
+                        "write_verify": write_verify,
+                        "read_noise": read_noise,
+                        "reference": reference,
+                        "devices": rows,
+                    },
+                )
+            out.print(f"wrote {json_path}")
