@@ -161,7 +161,7 @@ def render(d: dict) -> str:
         "",
         f"Command: `{d['command']}` ({d['date']}, {d['machine']}). Default: {d['method']} on `{d['platform']}` "
         f"against FP16 on `{d['baseline'][1]}`, batch-1 decode, prompt 512, 128 generated tokens. Each claim's "
-        "ledger (`src/qmc_edge/deploy/claims.yaml`) applies its steps cumulatively; 'reached' is the first "
+        "ledger (`src/qmc_edge/claims/claims.yaml`) applies its steps cumulatively; 'reached' is the first "
         "step at or above the paper's figure (its lower end). Storage per configuration is measured on the "
         "embedded SmolLM2-135M and applied per weight to each architecture. Accuracy is WikiText-2 perplexity "
         "read from the results files (`benchmarks/results/`), on that architecture's model only; every "

@@ -134,6 +134,11 @@ def measure_configs(only: list[str] | None) -> dict:
     return out
 
 
+# The `qmc` command wherever its app lives (qmc_edge.cli before the layout change, qmc_edge.cli.app after).
+_RUN_CLI = (
+    "import importlib, sys; m = importlib.import_module('qmc_edge.cli'); "
+    "app = getattr(m, 'app', None) or importlib.import_module('qmc_edge.cli.app').app; sys.argv[0] = 'qmc'; app()"
+)
 _VOLATILE = re.compile(r"(\d+(\.\d+)? ?s\b|wrote .*|\d+:\d\d:\d\d)")
 
 
@@ -142,7 +147,7 @@ def _cli(args: list[str], tmp: Path) -> dict:
     js = tmp / "out.json"
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
     r = subprocess.run(
-        [str(Path(sys.executable).parent / "qmc"), *args, "--json", str(js)],
+        [sys.executable, "-c", _RUN_CLI, *args, "--json", str(js)],
         capture_output=True,
         text=True,
         env=env,

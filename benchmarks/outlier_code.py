@@ -31,8 +31,8 @@ from common import load_for_ppl, run_header, write_json  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.methods.whole_model import quantize_model, storage_report  # noqa: E402
 from qmc_edge.model.perplexity import perplexity  # noqa: E402
-from qmc_edge.quant.qmc_tensor import outlier_table  # noqa: E402
 from qmc_edge.quant.qmodel import QuantizedModel  # noqa: E402
+from qmc_edge.quant.stages.outliers import outlier_table  # noqa: E402
 
 BITS = [3, 4, 6, 8]
 CODES = ["symmetric", "offset"]

@@ -149,7 +149,7 @@ def test_budget_with_gptq_rounding_keeps_the_options_and_the_budget(tiny_lm):
     outside them (the embedding), codes in range."""
     from test_gptq import _calib
 
-    from qmc_edge.methods.qmc import round_gptq_budget
+    from qmc_edge.quant.stages.pipeline import run_stages
 
     model, tok = tiny_lm.model, tiny_lm.tokenizer
     spec = parse_method("qmc:budget=3.2,sensitivity=uniform,rounding=gptq,group_size=32")
@@ -159,7 +159,7 @@ def test_budget_with_gptq_rounding_keeps_the_options_and_the_budget(tiny_lm):
     near = quantize_model(model, near_spec, tokenizer=tok)
     assert any(not n.startswith("model.layers.") for n in near.tensors)  # the embedding is quantized here
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    gq = round_gptq_budget(spec, model, names, tok, None, _calib(tok))
+    gq = run_stages(spec, model, names, tok, None, _calib(tok))
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the model is left as it was
     assert gq.info["budget"]["configs"] == near.info["budget"]["configs"]
     assert set(gq.tensors) == set(near.tensors) and list(gq.tensors) == list(near.tensors)

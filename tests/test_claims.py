@@ -125,7 +125,7 @@ def test_shipped_ledgers_cover_the_four_claims_and_every_step_is_sourced_or_an_a
 def test_a_bad_ledger_file_is_one_line(tmp_path, edit, message):
     from importlib import resources
 
-    data = yaml.safe_load((resources.files("qmc_edge.deploy") / "claims.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((resources.files("qmc_edge.claims") / "claims.yaml").read_text(encoding="utf-8"))
     edit(data)
     p = tmp_path / "l.yaml"
     p.write_text(yaml.safe_dump(data), encoding="utf-8")

@@ -9,7 +9,8 @@ from qmc_edge.memory.cells import code_error_moments
 from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
 from qmc_edge.quant import uniform
-from qmc_edge.quant.qmc_tensor import outlier_positions, quantize_qmc
+from qmc_edge.quant.stages.outliers import outlier_positions
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
@@ -41,7 +42,7 @@ def test_outlier_positions_equal_the_stable_sort_definition(rho, kind):
 
 
 def test_outlier_bound_is_used_and_falls_back_when_too_few_remain():
-    from qmc_edge.quant.qmc_tensor import _candidates
+    from qmc_edge.quant.stages.outliers import _candidates
 
     w = heavy_tailed(256, 512, 3).reshape(-1).abs()
     k = round(0.01 * w.numel())

@@ -20,8 +20,8 @@ from qmc_edge.memory.models import (
     MRAMBitFlips,
     reram,
 )
-from qmc_edge.quant.qmc_tensor import quantize_qmc
 from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 
 
 def gen(seed: int) -> torch.Generator:

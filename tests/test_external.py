@@ -177,7 +177,8 @@ def test_qmc_gptq_pipeline_equals_llm_compressor_gptq_without_outliers(tiny_lm):
     library observer's min-max grid, gives llm-compressor's GPTQ codes exactly, layer for layer."""
     pytest.importorskip("llmcompressor")
     from qmc_edge.libraries.llmcompressor_adapter import from_library_model, run_oneshot
-    from qmc_edge.quant.gptq_solver import gptq_round, quantize_model_gptq
+    from qmc_edge.quant.gptq_blocks import quantize_model_gptq
+    from qmc_edge.quant.gptq_solver import gptq_round
     from qmc_edge.quant.qtensor import QuantizedTensor
     from qmc_edge.quant.uniform import UniformCodes
 

@@ -13,11 +13,11 @@ from test_quantizers import heavy_tailed
 from qmc_edge.errors import QMCError
 from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
-from qmc_edge.methods.qmc import round_gptq
 from qmc_edge.methods.whole_model import quantize_model, storage_report, target_weights
 from qmc_edge.quant.calibration import CalibrationSet
 from qmc_edge.quant.gptq_solver import gptq_round
-from qmc_edge.quant.qmc_tensor import quantize_qmc
+from qmc_edge.quant.stages.pipeline import quantize_qmc, run_stages
+from qmc_edge.quant.stages.rounding import gptq_tensor, gptq_tensors
 from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
@@ -29,7 +29,7 @@ def _calib(tokenizer, n: int = 8, seq_len: int = 48) -> CalibrationSet:
 def quantize_qmc_gptq_tensor(w, hessian, bits, dev, rho=0.01, group_size=128):
     """One tensor through QMC's GPTQ rounding strategy (the method's own per-tensor step)."""
     spec = parse_method(f"qmc:bits={bits},cell_bits={dev.bits_per_cell},rho={rho},group_size={group_size}")
-    return spec.gptq_tensor(w, hessian)
+    return gptq_tensor(spec, w, hessian)
 
 
 def _hessian(inf: int, seed: int, n: int = 400) -> torch.Tensor:
@@ -93,10 +93,10 @@ def test_whole_model_block_by_block(tiny_lm):
     assert spec.calibrated and spec.name == "QMC+GPTQ 3b g32 rho=0.01 @3b/cell"
     names = target_weights(model)
     calib = _calib(tok)
-    qm = round_gptq(spec, model, names, tok, None, calib)
+    qm = run_stages(spec, model, names, tok, None, calib)
     assert list(qm.tensors) == names and not qm.info["nearest_rounding_fallback"]
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # model restored
-    again = round_gptq(spec, model, names, tok, None, calib)  # deterministic
+    again = run_stages(spec, model, names, tok, None, calib)  # deterministic
     assert all(torch.equal(qm.tensors[n].inliers.codes, again.tensors[n].inliers.codes) for n in names)
     # Same storage as QMC with nearest rounding: only the choice of codes differs.
     near = quantize_model(model, parse_method("qmc3:group_size=32"))
@@ -144,7 +144,7 @@ def test_artifact_round_trip(tiny_lm, tmp_path):
     from qmc_edge.artifact.load import load_artifact
 
     spec = parse_method("qmc3-gptq:group_size=32")
-    qm = round_gptq(spec, tiny_lm.model, target_weights(tiny_lm.model), None, None, _calib(tiny_lm.tokenizer))
+    qm = run_stages(spec, tiny_lm.model, target_weights(tiny_lm.model), None, None, _calib(tiny_lm.tokenizer))
     export_artifact(tiny_lm, spec, qm, tmp_path / "a")
     art = load_artifact(tmp_path / "a")
     assert art.manifest.method["rounding"] == "gptq"
@@ -160,9 +160,9 @@ def test_tensors_sharing_a_hessian_get_the_codes_they_get_alone(outlier_code):
     spec = parse_method(f"qmc:bits=3,rho=0.02,group_size=64,outlier_code={outlier_code}")
     h = _hessian(160, 4)
     ws = [heavy_tailed(rows, 160, seed) for rows, seed in ((48, 1), (16, 2), (16, 3))]
-    stacked = spec.gptq_tensors(ws, h)
+    stacked = gptq_tensors(spec, ws, h)
     for w, (qt, info) in zip(ws, stacked, strict=True):
-        alone, info1 = spec.gptq_tensor(w, h)
+        alone, info1 = gptq_tensor(spec, w, h)
         assert torch.equal(qt.inliers.codes, alone.inliers.codes)
         assert torch.equal(qt.outliers.codes, alone.outliers.codes) and qt.outliers.scale == alone.outliers.scale
         assert info["gptq_loss"] == pytest.approx(info1["gptq_loss"], rel=1e-6)
@@ -194,8 +194,8 @@ def test_noise_aware_gptq_never_worse_in_expected_error(bits, cells):
     text = f"qmc:bits={bits},cell_bits={cells},rho=0.01,group_size=64,rounding=gptq,target_age=1d,age=1d"
     plain, aware = parse_method(text), parse_method(text + ",gptq_noise=true")
     dev = plain.device(for_search=True)
-    qp, _ = plain.gptq_tensor(w, h)
-    qa, _ = aware.gptq_tensor(w, h)
+    qp, _ = gptq_tensor(plain, w, h)
+    qa, _ = gptq_tensor(aware, w, h)
     assert not torch.equal(qp.inliers.codes, qa.inliers.codes)  # it changed some codes ...
     e_plain, e_aware = _expected_output_error(w, qp, dev, h), _expected_output_error(w, qa, dev, h)
     assert e_aware <= e_plain  # ... and never for the worse
@@ -204,8 +204,8 @@ def test_noise_aware_gptq_never_worse_in_expected_error(bits, cells):
 def test_noise_aware_gptq_without_noise_is_plain_gptq():
     w, h = heavy_tailed(16, 128, 4), _hessian(128, 4)
     base = "qmc:bits=3,cell_bits=3,group_size=64,rounding=gptq,ideal_memory=true"
-    a, _ = parse_method(base).gptq_tensor(w, h)
-    b, _ = parse_method(base + ",gptq_noise=true").gptq_tensor(w, h)
+    a, _ = gptq_tensor(parse_method(base), w, h)
+    b, _ = gptq_tensor(parse_method(base + ",gptq_noise=true"), w, h)
     assert torch.equal(a.inliers.codes, b.inliers.codes)
     with pytest.raises(ValueError, match="applies to rounding=gptq"):
         parse_method("qmc:gptq_noise=true")
@@ -219,9 +219,9 @@ def test_gptq_with_fisher_ranked_outliers(tiny_lm, monkeypatch):
     names = target_weights(model)
     calib = _calib(tok)
     spec = parse_method("qmc3-gptq:group_size=32,rho=0.02,outliers_by=fisher")
-    gptq = round_gptq(spec, model, names, tok, None, calib)
+    gptq = run_stages(spec, model, names, tok, None, calib)
     near = quantize_model(model, parse_method("qmc3:group_size=32,rho=0.02,outliers_by=fisher"), tokenizer=tok)
-    mag = round_gptq(parse_method("qmc3-gptq:group_size=32,rho=0.02"), model, names, tok, None, calib)
+    mag = run_stages(parse_method("qmc3-gptq:group_size=32,rho=0.02"), model, names, tok, None, calib)
     moved = 0
     for n in names:
         assert torch.equal(gptq.tensors[n].outliers.index, near.tensors[n].outliers.index), n

@@ -12,9 +12,9 @@ from qmc_edge.memory.cells import code_error_moments, code_transition_matrix
 from qmc_edge.memory.models import MRAMBitFlips
 from qmc_edge.methods.registry import parse_method
 from qmc_edge.quant import level_map as lm
-from qmc_edge.quant.qmc_tensor import quantize_qmc
 from qmc_edge.quant.qtensor import QuantizedTensor, mram_fields
 from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 from qmc_edge.quant.uniform import UniformCodes
 
 

@@ -18,9 +18,9 @@ from qmc_edge.memory.models import MRAMBitFlips, reram
 from qmc_edge.memory.mram import CORRECTED, DETECTED, MRAMFaults, secded_read
 from qmc_edge.model.perplexity import perplexity
 from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
-from qmc_edge.quant.qmc_tensor import quantize_qmc
 from qmc_edge.quant.qtensor import QuantizedTensor, ecc_check_bits, mram_fields
 from qmc_edge.quant.read import decode_csr, read_mram, read_tensor
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 
 
 def gen(seed: int) -> torch.Generator:

@@ -8,8 +8,9 @@ import torch
 from qmc_edge.memory.models import reram
 from qmc_edge.methods import parse_method
 from qmc_edge.quant.gptq_solver import gptq_round
-from qmc_edge.quant.qmc_tensor import outlier_positions, outlier_table, quantize_qmc
 from qmc_edge.quant.qtensor import mram_fields
+from qmc_edge.quant.stages.outliers import outlier_positions, outlier_table
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 
 
 def _outliers(seed: int = 0, n: int = 96 * 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

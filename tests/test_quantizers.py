@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from qmc_edge.memory.models import IdealDevice, reram
 from qmc_edge.methods import PRESETS, TensorMethod, parse_method
 from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
-from qmc_edge.quant.qmc_tensor import outlier_positions, quantize_outliers, quantize_qmc
 from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.stages.outliers import outlier_positions, quantize_outliers
+from qmc_edge.quant.stages.pipeline import quantize_qmc
 from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 

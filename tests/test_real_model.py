@@ -64,7 +64,7 @@ def test_noise_aware_clipping_lowers_the_sampled_error_of_a_real_tensor(smol):
     import torch
 
     from qmc_edge.memory.models import reram
-    from qmc_edge.quant.qmc_tensor import quantize_qmc
+    from qmc_edge.quant.stages.pipeline import quantize_qmc
 
     w = dict(smol.model.named_parameters())["model.layers.10.mlp.down_proj.weight"].detach().float()
     dev = reram(3)

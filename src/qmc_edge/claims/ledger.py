@@ -29,9 +29,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.deploy.arch import Arch
 from qmc_edge.deploy.placement import CLASSES, WEIGHT_CLASSES, check_capacity
-from qmc_edge.deploy.platform import Platform, _read_user_file, load_platform, parse_platform, parse_yaml_model
+from qmc_edge.deploy.platform import Platform, load_platform, parse_platform
 from qmc_edge.deploy.system import MethodCost, Workload, demand, deploy_table, get_scalar, ratio_metrics
 from qmc_edge.errors import QMCError
 
@@ -153,7 +154,7 @@ def load_ledger(path: str | Path | None = None) -> Ledger:
         text = (resources.files("qmc_edge.claims") / "claims.yaml").read_text(encoding="utf-8")
     else:
         label = str(path)
-        text = _read_user_file(Path(path), label, "ledger", "copy the shipped one: qmc claims --show-ledger > my.yaml")
+        text = read_user_file(Path(path), label, "ledger", "copy the shipped one: qmc claims --show-ledger > my.yaml")
     hint = "the file must be a mapping with a `claims:` key (see the shipped one)"
     return parse_yaml_model(text, "ledger", label, Ledger, hint)
 

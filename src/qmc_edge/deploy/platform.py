@@ -20,96 +20,26 @@ the last one), and a user file may not take the ``name:`` of a packaged platform
 
 from __future__ import annotations
 
-import math
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from qmc_edge.datafile import (
+    MAX_FIGURE,
+    MIN_POSITIVE,
+    DataFiles,
+    RangedFigure,
+    non_negative,
+    positive,
+    sourced,
+)
 from qmc_edge.errors import QMCError
 
-#: Largest magnitude accepted for any figure, in the figure's own unit (a sanity bound, not physics).
-MAX_FIGURE = 1e12
-#: Smallest value accepted for a figure that must be > 0 (or a fraction in (0, 1]).
-MIN_POSITIVE = 1e-12
+__all__ = ["MAX_FIGURE", "MIN_POSITIVE", "Platform", "load_platform", "packaged_names", "parse_platform"]
 
-
-def _need_source(v: object) -> object:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        raise ValueError(f"a bare number ({v}) has no source; write {{value: {v}, source: '...'}}")
-    return v
-
-
-def _no_bool(v: object) -> object:
-    if isinstance(v, bool):
-        raise ValueError(f"must be a number, got {str(v).lower()}")
-    return v
-
-
-class Figure(BaseModel):
-    """One number, where it comes from, and (optionally) the range that the sources span."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    value: float
-    source: str
-    range: tuple[float, float] | None = None
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _value_not_bool(cls, v: object) -> object:
-        return _no_bool(v)
-
-    @field_validator("range", mode="before")
-    @classmethod
-    def _range_not_bool(cls, v: object) -> object:
-        if isinstance(v, list | tuple):
-            for x in v:
-                _no_bool(x)
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> Figure:
-        if not self.source.strip():
-            raise ValueError("source is empty; say where the number comes from")
-        for what, x in [("value", self.value), *(("range", r) for r in self.range or ())]:
-            if not math.isfinite(x):  # allow_inf_nan=False already refuses these; kept as a guard
-                raise ValueError(f"{what} must be a finite number, got {x}")
-            if abs(x) > MAX_FIGURE:
-                raise ValueError(
-                    f"{what} {x:g} is beyond the sanity bound {MAX_FIGURE:g} (in the field's own unit); "
-                    "check the exponent"
-                )
-        if self.range is not None:
-            lo, hi = self.range
-            if not lo <= self.value <= hi:
-                raise ValueError(f"value {self.value} is outside its range [{lo}, {hi}]")
-        return self
-
-
-def _positive(f: Figure) -> Figure:
-    if f.value <= 0 or (f.range is not None and f.range[0] <= 0):
-        raise ValueError("must be > 0")
-    lo = f.range[0] if f.range is not None else f.value
-    if lo < MIN_POSITIVE:
-        raise ValueError(f"{lo:g} is below the sanity bound {MIN_POSITIVE:g} (in the field's own unit)")
-    return f
-
-
-def _non_negative(f: Figure) -> Figure:
-    if f.value < 0 or (f.range is not None and f.range[0] < 0):
-        raise ValueError("must be >= 0")
-    return f
+#: A platform's figures may give the range their sources span.
+Figure = RangedFigure
 
 
 def _fraction(f: Figure) -> Figure:
@@ -121,9 +51,9 @@ def _fraction(f: Figure) -> Figure:
     return f
 
 
-Pos = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_positive)]
-NonNeg = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_non_negative)]
-Frac = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_fraction)]
+Pos = Annotated[Figure, *sourced(positive)]
+NonNeg = Annotated[Figure, *sourced(non_negative)]
+Frac = Annotated[Figure, *sourced(_fraction)]
 
 Location = Literal["die", "package", "board"]
 
@@ -294,149 +224,25 @@ class Platform(BaseModel):
         return {k: f for k, f in self.figures().items() if f.range is not None}
 
 
-def _loc(err: dict) -> str:
-    parts = [str(x) for x in err["loc"]]
-    # Drop pydantic's internal steps (function-after[...], value) so the path is the YAML's.
-    parts = [p for p in parts if not p.startswith(("function-", "tagged-union"))]
-    while parts and parts[-1] in ("value",):
-        parts.pop()
-    return ".".join(parts) or "(top level)"
+FILES: DataFiles[Platform] = DataFiles(
+    kind="platform",
+    folder="platforms",
+    model=Platform,
+    empty_hint="write a mapping with name, description, tiers, compute, latency and placement (see the packaged "
+    "platforms)",
+    shape_hint="the file must be a mapping of fields (name:, tiers:, ...)",
+    replace_note=" (orin_agx is the FP16 baseline)",
+)
 
 
 def packaged_names() -> list[str]:
-    root = resources.files("qmc_edge") / "platforms"
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _validation_line(exc: ValidationError, where: str) -> str:
-    """The first validation error of a data file as one line: where, the field's YAML path, what is wrong."""
-    err = exc.errors()[0]
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "missing":
-        msg = "missing (required)"
-    elif err["type"] == "extra_forbidden":
-        msg = "unknown field; check the spelling"
-    elif err["type"] == "finite_number":
-        msg = f"must be a finite number, got {err.get('input')!r}"
-    return _one_line(f"{where}: {_loc(err)}: {msg}")
+    """Names of the platforms shipped with the package."""
+    return FILES.names()
 
 
 def parse_platform(data: object, label: str) -> Platform:
     """Validate already-parsed YAML; errors are one line naming ``label`` and the bad field."""
-    if data is None:
-        raise QMCError(
-            f"platform {label}: the file is empty; write a mapping with name, description, tiers, compute, "
-            "latency and placement (see the packaged platforms)"
-        )
-    if not isinstance(data, dict):
-        raise QMCError(
-            f"platform {label}: the file must be a mapping of fields (name:, tiers:, ...), got {type(data).__name__}"
-        )
-    try:
-        return Platform.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(_validation_line(exc, f"platform {label}")) from None
-    except (RecursionError, OverflowError) as exc:  # self-referencing YAML aliases, integers beyond float
-        raise QMCError(f"platform {label}: cannot be validated ({type(exc).__name__}); simplify the file") from None
-
-
-class _DuplicateKeyError(yaml.YAMLError):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges may override keys
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # unhashable key: the base class reports it
-                    continue
-                m = key_node.start_mark
-                if first is not None:
-                    raise _DuplicateKeyError(
-                        f"duplicate key {key!r} at line {m.line + 1}, column {m.column + 1} "
-                        f"(first given at {first}); keep one"
-                    )
-                seen[key] = f"line {m.line + 1}, column {m.column + 1}"
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return _one_line(f"{exc.problem}{where}")
-    lines = str(exc).strip().splitlines()
-    return _one_line(lines[0]) if lines else type(exc).__name__
-
-
-#: A platform file is a few kB; anything this large is the wrong file.
-MAX_FILE_BYTES = 10 * 2**20
-
-
-def _read_user_file(p: Path, shown: str, kind: str = "platform", hint: str | None = None) -> str:
-    """The text of a user's YAML data file (``kind``: platform, device), or one QMCError line."""
-    hint = hint or f"packaged platforms: {', '.join(packaged_names())}"
-    what = f"pass a {kind} YAML file"
-    if p.is_dir():
-        raise QMCError(f"{kind} {shown}: is a directory; {what}, or one of the {hint}")
-    if not p.is_file():
-        if p.exists():
-            raise QMCError(f"{kind} {shown}: not a regular file; {what}, or one of the {hint}")
-        raise QMCError(f"{kind} file not found: {shown}; {hint}")
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise QMCError(
-            f"{kind} {shown}: cannot read it ({_one_line(exc.strerror or exc)}); check the path and its permissions"
-        ) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise QMCError(f"{kind} {shown}: larger than {MAX_FILE_BYTES // 2**20} MiB; {what}")
-    if b"\0" in raw:
-        raise QMCError(f"{kind} {shown}: binary data, not a YAML text file; {what} ({hint})")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise QMCError(
-            f"{kind} {shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the file as UTF-8"
-        ) from None
-
-
-def parse_yaml_model(text: str, kind: str, label: str, model: type[BaseModel], shape_hint: str) -> BaseModel:
-    """A data file's text -> a validated pydantic ``model``; every error is one line naming ``kind
-    label`` (bad YAML, a duplicate key, not a mapping, or the first invalid field)."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise QMCError(f"{kind} {label}: not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise QMCError(f"{kind} {label}: nested too deeply to be a {kind} file") from None
-    if not isinstance(data, dict):
-        raise QMCError(f"{kind} {label}: {shape_hint}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(_validation_line(exc, f"{kind} {label}")) from None
-
-
-def _is_packaged_file(p: Path, name: str) -> bool:
-    try:
-        return Path(str(resources.files("qmc_edge") / "platforms" / f"{name}.yaml")).resolve() == p.resolve()
-    except OSError:
-        return False
+    return FILES.parse(data, label)
 
 
 def load_platform(spec: str | Path) -> Platform:
@@ -447,27 +253,8 @@ def load_platform(spec: str | Path) -> Platform:
     file. A file may not reuse a packaged platform's ``name:``: results are keyed by that name and the
     packaged ``orin_agx`` is the FP16 baseline, so an edited copy under the same name would silently
     replace it. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
-    text_spec = str(spec)
-    packaged = packaged_names()
-    if isinstance(spec, str) and spec in packaged:
-        res = resources.files("qmc_edge") / "platforms" / f"{spec}.yaml"
-        label, raw, user = f"{spec}.yaml", res.read_text(encoding="utf-8"), None
-    else:
-        p = Path(text_spec).expanduser()
-        if not (isinstance(spec, Path) or p.suffix in (".yaml", ".yml") or "/" in text_spec or p.exists()):
-            raise QMCError(f"unknown platform {text_spec!r}; use a YAML file path or one of: {', '.join(packaged)}")
-        label, raw, user = text_spec, _read_user_file(p, text_spec), p
-    try:
-        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise QMCError(f"platform {label}: not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise QMCError(f"platform {label}: nested too deeply to be a platform file") from None
-    if user is not None and isinstance(data, dict):
-        name = data.get("name")
-        if isinstance(name, str) and name in packaged and not _is_packaged_file(user, name):
-            raise QMCError(
-                f"platform {label}: name {name!r} is taken by a packaged platform, which this file must not "
-                f"replace (orin_agx is the FP16 baseline); rename the `name:` field, e.g. to {name}_custom"
-            )
-    return parse_platform(data, label)
+    if isinstance(spec, str) and spec in FILES.names():
+        return FILES.load_shipped(spec)
+    if not FILES.is_path(spec):
+        raise QMCError(f"unknown platform {str(spec)!r}; use a YAML file path or one of: {', '.join(FILES.names())}")
+    return FILES.load_user(spec)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from qmc_edge.errors import QMCError  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
@@ -89,7 +89,7 @@ def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def waterfall_plot(ledger: dict, path: str | Path) -> Path:
@@ -132,4 +132,4 @@ def waterfall_plot(ledger: dict, path: str | Path) -> Path:
     ax.set_ylabel(f"ratio vs FP16 ({ledger['steps'][-1]['metric'] if steps else ledger['default']['metric']})")
     ax.set_title(f"{ledger['claim']} on {ledger['arch']}: our ledger against the paper", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,11 +1,12 @@
 """Device files: the ReRAM level tables, their time dependence, read noise and write-verify, as data.
 
-A device file is YAML validated by pydantic, in the style of the platform files
-(:mod:`qmc_edge.deploy.platform`): every figure is written ``{value: X, source: "..."}`` and a number
-without its source is refused. The shipped files live in ``qmc_edge/device_files/`` (one per device
-family); a user copies one, edits it, gives it another ``name:`` and passes its path. A file may not
-take the ``name:`` of a shipped device: results name the device they were computed with, and an
-edited copy under a shipped name would silently pass for the original.
+A device file is YAML read and validated by the project's one data-file loader
+(:mod:`qmc_edge.datafile`, as platforms, sweep specs and ledgers are): every figure is written
+``{value: X, source: "..."}`` and a number without its source is refused. The shipped files live in
+``qmc_edge/device_files/`` (one per device family); a user copies one, edits it, gives it another
+``name:`` and passes its path. A file may not take the ``name:`` of a shipped device: results name
+the device they were computed with, and an edited copy under a shipped name would silently pass for
+the original.
 
 What a file holds (normalised conductance: 0 = lowest state, 1 = highest):
 
@@ -31,30 +32,19 @@ import math
 import numbers
 import re
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from qmc_edge.deploy.platform import (
-    MAX_FIGURE,
-    MIN_POSITIVE,
-    _need_source,
-    _no_bool,
-    _read_user_file,
-    _UniqueKeyLoader,
-    _validation_line,
-    _yaml_problem,
+from qmc_edge.datafile import (
+    DataFiles,
+    Figure,
+    NonNegative,
+    Positive,
+    Sourced,
+    positive,
+    sourced,
 )
 from qmc_edge.errors import QMCError
 
@@ -64,44 +54,6 @@ DEFAULT_DEVICE = "nvmexplorer_rram"
 MAX_BITS_PER_CELL = 4
 
 
-class Figure(BaseModel):
-    """One number and where it comes from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    value: float
-    source: str
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _value_not_bool(cls, v: object) -> object:
-        return _no_bool(v)
-
-    @model_validator(mode="after")
-    def _check(self) -> Figure:
-        if not self.source.strip():
-            raise ValueError("source is empty; say where the number comes from")
-        if not math.isfinite(self.value):  # allow_inf_nan=False already refuses these; kept as a guard
-            raise ValueError(f"value must be a finite number, got {self.value}")
-        if abs(self.value) > MAX_FIGURE:
-            raise ValueError(f"value {self.value:g} is beyond the sanity bound {MAX_FIGURE:g}; check the exponent")
-        return self
-
-
-def _positive(f: Figure) -> Figure:
-    if f.value <= 0:
-        raise ValueError("must be > 0")
-    if f.value < MIN_POSITIVE:
-        raise ValueError(f"{f.value:g} is below the sanity bound {MIN_POSITIVE:g}")
-    return f
-
-
-def _non_negative(f: Figure) -> Figure:
-    if f.value < 0:
-        raise ValueError("must be >= 0")
-    return f
-
-
 def _unit_interval(f: Figure) -> Figure:
     if not 0.0 <= f.value <= 1.0:
         raise ValueError(f"must be in [0, 1] (normalised conductance), got {f.value:g}")
@@ -109,17 +61,17 @@ def _unit_interval(f: Figure) -> Figure:
 
 
 def _sigma(f: Figure) -> Figure:
-    _positive(f)
+    positive(f)
     if f.value > 1.0:
         raise ValueError(f"must be <= 1 (normalised conductance: the whole window), got {f.value:g}")
     return f
 
 
-Fig = Annotated[Figure, BeforeValidator(_need_source)]
-Pos = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_positive)]
-NonNeg = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_non_negative)]
-Unit = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_unit_interval)]
-Sigma = Annotated[Figure, BeforeValidator(_need_source), AfterValidator(_sigma)]
+Fig = Sourced
+Pos = Positive
+NonNeg = NonNegative
+Unit = Annotated[Figure, *sourced(_unit_interval)]
+Sigma = Annotated[Figure, *sourced(_sigma)]
 
 
 class Level(BaseModel):
@@ -298,57 +250,30 @@ _BITS_KEYS = {str(b) for b in range(1, MAX_BITS_PER_CELL + 1)}
 
 
 # ---------------------------------------------------------------------------- loading
-def _root():
-    return resources.files("qmc_edge") / "device_files"
+FILES: DataFiles[DeviceFile] = DataFiles(
+    kind="device",
+    folder="device_files",
+    model=DeviceFile,
+    empty_hint="write a mapping with name, description, technology, source, conductance and levels (copy a "
+    "shipped device file)",
+    shape_hint="the file must be a mapping of fields (name:, levels:, ...)",
+    shipped_word="shipped",
+)
 
 
 def shipped_devices() -> list[str]:
     """Names of the device files shipped with the package."""
-    return sorted(p.name.removesuffix(".yaml") for p in _root().iterdir() if p.name.endswith(".yaml"))
+    return FILES.names()
 
 
 def parse_device(data: object, label: str) -> DeviceFile:
     """Validate already-parsed YAML; errors are one line naming ``label`` and the bad field."""
-    if data is None:
-        raise QMCError(
-            f"device {label}: the file is empty; write a mapping with name, description, technology, source, "
-            "conductance and levels (copy a shipped device file)"
-        )
-    if not isinstance(data, dict):
-        raise QMCError(
-            f"device {label}: the file must be a mapping of fields (name:, levels:, ...), got {type(data).__name__}"
-        )
-    try:
-        return DeviceFile.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(_validation_line(exc, f"device {label}")) from None
-    except (RecursionError, OverflowError) as exc:
-        raise QMCError(f"device {label}: cannot be validated ({type(exc).__name__}); simplify the file") from None
-
-
-def _is_shipped_file(p: Path, name: str) -> bool:
-    try:
-        return Path(str(_root() / f"{name}.yaml")).resolve() == p.resolve()
-    except OSError:
-        return False
-
-
-def _parse_text(raw: str, label: str) -> object:
-    try:
-        return yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise QMCError(f"device {label}: not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise QMCError(f"device {label}: nested too deeply to be a device file") from None
+    return FILES.parse(data, label)
 
 
 @cache
 def _load_shipped(name: str) -> DeviceFile:
-    label = f"{name}.yaml"
-    dev = parse_device(_parse_text((_root() / label).read_text(encoding="utf-8"), label), label)
-    if dev.name != name:
-        raise QMCError(f"device {label}: name {dev.name!r} differs from the file name; the shipped file is damaged")
-    return dev
+    return FILES.load_shipped(name)
 
 
 def load_device(spec: str | Path | DeviceFile = DEFAULT_DEVICE) -> DeviceFile:
@@ -360,23 +285,13 @@ def load_device(spec: str | Path | DeviceFile = DEFAULT_DEVICE) -> DeviceFile:
     returned as it is. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
     if isinstance(spec, DeviceFile):
         return spec
-    text_spec = str(spec)
-    shipped = shipped_devices()
-    if isinstance(spec, str) and spec in shipped:
+    if isinstance(spec, str) and spec in FILES.names():
         return _load_shipped(spec)
-    p = Path(text_spec).expanduser()
-    if not (isinstance(spec, Path) or p.suffix in (".yaml", ".yml") or "/" in text_spec or p.exists()):
-        raise QMCError(f"unknown device {text_spec!r}; use a device YAML file path or one of: {', '.join(shipped)}")
-    hint = f"shipped devices: {', '.join(shipped_devices())}"
-    data = _parse_text(_read_user_file(p, text_spec, "device", hint), text_spec)
-    if isinstance(data, dict):
-        name = data.get("name")
-        if isinstance(name, str) and name in shipped and not _is_shipped_file(p, name):
-            raise QMCError(
-                f"device {text_spec}: name {name!r} is taken by a shipped device, which this file must not "
-                f"replace; rename the `name:` field, e.g. to {name}_custom"
-            )
-    return parse_device(data, text_spec)
+    if not FILES.is_path(spec):
+        raise QMCError(
+            f"unknown device {str(spec)!r}; use a device YAML file path or one of: {', '.join(FILES.names())}"
+        )
+    return FILES.load_user(spec)
 
 
 # ---------------------------------------------------------------------------- ages

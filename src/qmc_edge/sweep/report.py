@@ -61,7 +61,7 @@ def _line_key(p: dict, models: int = 1) -> str:
 
 
 def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
-    from qmc_edge.deploy.plots import _save, plt
+    from qmc_edge.deploy.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     platforms = sorted({k for p in points for k in p["deploy"]})
@@ -97,7 +97,7 @@ def frontier_plot(points: list[dict], path: Path, title: str) -> Path:
         ax.set_yscale("log")
         ax.legend(fontsize=5.5)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _fmt(v, spec: str = "{:.2f}") -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qmc_edge.deploy.platform import _read_user_file, parse_yaml_model
+from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.errors import QMCError
 
 EMBEDDED = "embedded"
@@ -133,7 +133,7 @@ class Point:
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
     shown = str(path)
-    text = _read_user_file(Path(path), shown, "sweep spec", "write one like `qmc sweep --example`")
+    text = read_user_file(Path(path), shown, "sweep spec", "write one like `qmc sweep --example`")
     hint = "must be a mapping (name:, models:, methods:, ...); see --example"
     return parse_yaml_model(text, "sweep spec", shown, SweepSpec, hint)
 
