@@ -26,11 +26,12 @@ from qmc_edge.methods import (
     spec_from_dict,
     unregister,
 )
-from qmc_edge.methods.base import DEVICE_DEFAULTS
+from qmc_edge.methods.options import DEVICE_DEFAULTS
 from qmc_edge.methods.whole_model import quantize_model, storage_report
 from qmc_edge.model.perplexity import tokenize
 from qmc_edge.quant.qmodel import QuantizedModel, seed_for
 from qmc_edge.quant.qtensor import QuantizedTensor
+from qmc_edge.quant.stages.registry import stage_names
 from qmc_edge.quant.uniform import quantize_uniform
 
 runner = CliRunner()
@@ -116,6 +117,9 @@ def test_registering_a_clashing_or_unnamed_method_is_refused(toy):
 
 
 # ---------------------------------------------------------------- options and labels
+STAGE_OPTIONS = {"rounding": "rounding", "outliers_by": "outliers"}
+
+
 def _other_value(cls, key):
     """A valid non-default value for option ``key`` of ``cls`` (None if none is found)."""
     f = cls.model_fields[key]
@@ -125,6 +129,8 @@ def _other_value(cls, key):
     default = cls.implied.get(key, f.default)
     if typing.get_origin(base) is Literal:
         cands = list(typing.get_args(base))
+    elif key in STAGE_OPTIONS:  # options that name a pipeline stage: every registered one
+        cands = stage_names(STAGE_OPTIONS[key])
     elif key == "reram_device":
         cands = ["ibm_cmo_hfox"]
     elif key in ("age", "target_age"):

@@ -11,141 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from qmc_edge.memory.models import DeviceModel, MRAMBitFlips, reram
+from qmc_edge.memory.models import DeviceModel, MRAMBitFlips
+from qmc_edge.methods.options import DEVICE_DEFAULTS, _reram_model
 from qmc_edge.parallel import map_tensors
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 
 Progress = Callable[[int, int], None]
-
-
-def bits_field(default: int = 4) -> Any:
-    return Field(default, description="code bits per weight (inlier bits for qmc)")
-
-
-def group_field() -> Any:
-    return Field(128, description="weights per scale along the input dim; 0 = per channel")
-
-
-def cell_field(default: int | None = 3) -> Any:
-    return Field(default, description="bits per ReRAM cell: 1, 2 or 3")
-
-
-def ideal_field() -> Any:
-    return Field(False, description="error-free cells of the same size (ablation)")
-
-
-# ReRAM device options (emem, qmc, and the library methods with reram=true): which device file, when
-# the cells are read (age since programming), what the clip search targets, and what-if knobs.
-DEVICE_DEFAULTS: dict[str, object] = {
-    "reram_device": "nvmexplorer_rram",
-    "age": None,
-    "target_age": None,
-    "noise_scale": 1.0,
-    "write_verify": False,
-    "read_noise": False,
-    "read_share": None,
-    "read_reference": "fixed",
-    "cell_layout": "left",
-}
-DEVICE_HELP = {
-    "reram_device": "ReRAM device file: a shipped name (`qmc devices`) or a path to a copy you edited",
-    "age": "time since programming at which the cells are read: 1s, 1h, 1d, 1y, 10y or seconds (default fresh)",
-    "target_age": "age the noise-aware clip search optimises for (qmc; default fresh)",
-    "noise_scale": "multiplier on the programmed level sigmas (what if cells are k times as noisy)",
-    "write_verify": "tighter write-verify programming (narrower programmed sigmas, sourced factor)",
-    "read_noise": "add the device file's per-read conductance noise, redrawn at every read of a chip",
-    "read_share": "what if a fraction (0-1) of each level's total variance were per-read noise (same error rate)",
-    "read_reference": "read thresholds: fixed (at the fresh levels) or aged (tracking the drift)",
-    "cell_layout": "partial last cell: left (low edge of the levels) or spread (over the whole range)",
-}
-
-
-def device_fields(optional: bool = False) -> dict[str, Any]:
-    """pydantic Field objects for the ReRAM device options (None defaults when ``optional``)."""
-    return {k: Field(None if optional else v, description=DEVICE_HELP[k]) for k, v in DEVICE_DEFAULTS.items()}
-
-
-def check_device_options(spec: Any) -> None:
-    """Validate the device options of ``spec`` (ages parse, scale positive, the device file loads)."""
-    from qmc_edge.memory.files import load_device, parse_age
-
-    for key in ("age", "target_age"):
-        v = getattr(spec, key, None)
-        if v is not None:
-            parse_age(v)
-    rs = getattr(spec, "read_share", None)
-    if rs is not None and not 0 <= rs <= 1:
-        raise ValueError(f"read_share must be in [0, 1], got {rs}")
-    ns = spec.noise_scale
-    if ns is not None and not 0 < ns <= 100:
-        raise ValueError(f"noise_scale must be in (0, 100], got {ns}")
-    dev = spec.reram_device
-    if dev is not None:
-        load_device(dev)
-    # Options that would do nothing are refused, so that a label never claims what was not run.
-    bits, cells = getattr(spec, "bits", None), getattr(spec, "cell_bits", None)
-    if getattr(spec, "cell_layout", None) == "spread" and bits and cells and bits % cells == 0:
-        raise ValueError(f"cell_layout=spread applies only when cell_bits does not divide bits ({bits} / {cells})")
-    if getattr(spec, "read_reference", None) == "aged" and getattr(spec, "age", None) is None:
-        raise ValueError("read_reference=aged applies only with an age (the fresh thresholds are the same)")
-    if getattr(spec, "target_age", None) is not None and getattr(spec, "noise_aware", True) is False:
-        raise ValueError("target_age applies only to the noise-aware clip search; drop noise_aware=false or target_age")
-
-
-@lru_cache(maxsize=64)
-def _reram_model(
-    cell_bits: int, ideal: bool, dev: str, age: object, scale: float, wv: bool, rn: bool, ref: str, share: float | None
-):
-    return reram(
-        cell_bits,
-        ideal=ideal,
-        device=dev,
-        age_s=0.0 if age is None else age,
-        noise_scale=scale,
-        write_verify=wv,
-        read_noise=rn,
-        reference=ref,
-        read_share=share,
-    )
-
-
-def mram_ber_field() -> Any:
-    return Field(0.0, description="MRAM raw bit error rate per read, every MRAM field, in [0, 1)")
-
-
-def mram_ecc_field() -> Any:
-    return Field("none", description="MRAM error correction: none, or secded (Hamming(72,64) per 64-bit word)")
-
-
-def check_mram(ber: float) -> None:
-    if not 0.0 <= ber < 1.0:
-        raise ValueError(f"mram_ber must be in [0, 1), got {ber}")
-
-
-def embeddings_field() -> Any:
-    return Field(False, description="also quantize the embeddings and output head (tied ones once)")
-
-
-def check_bits(bits: int, allowed: tuple[int, ...], method: str) -> None:
-    if bits not in allowed:
-        raise ValueError(f"{method} takes bits in {{{', '.join(map(str, allowed))}}}, got {bits}")
-
-
-def check_group(group_size: int) -> None:
-    if group_size < 0:
-        raise ValueError(f"group_size must be >= 0 (0 = per channel), got {group_size}")
-
-
-def check_cells(cell_bits: int | None) -> None:
-    if cell_bits is not None and cell_bits not in (1, 2, 3):
-        raise ValueError(f"cell_bits must be 1, 2 or 3, got {cell_bits}")
 
 
 def _fmt(v: object) -> str:
@@ -291,50 +168,6 @@ class MethodSpec(BaseModel):
     ) -> QuantizedModel | None:
         """Quantize the parameters ``names`` of ``model`` (left unchanged); None for the reference."""
         raise NotImplementedError
-
-
-_F = device_fields()
-_O = device_fields(optional=True)
-
-
-class ReRAMOptions(BaseModel):
-    """The ReRAM device options of a method whose codes always live in ReRAM (emem, qmc)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    reram_device: str = _F["reram_device"]
-    age: str | float | None = _F["age"]
-    noise_scale: float = _F["noise_scale"]
-    write_verify: bool = _F["write_verify"]
-    read_noise: bool = _F["read_noise"]
-    read_share: float | None = _F["read_share"]
-    read_reference: Literal["fixed", "aged"] = _F["read_reference"]
-    cell_layout: Literal["left", "spread"] = _F["cell_layout"]
-
-    @model_validator(mode="after")
-    def _check_device(self) -> ReRAMOptions:
-        check_device_options(self)
-        return self
-
-
-class OptionalReRAMOptions(BaseModel):
-    """The same options where ReRAM is optional (reram=true): None unless the codes are in ReRAM."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    reram_device: str | None = _O["reram_device"]
-    age: str | float | None = _O["age"]
-    noise_scale: float | None = _O["noise_scale"]
-    write_verify: bool | None = _O["write_verify"]
-    read_noise: bool | None = _O["read_noise"]
-    read_share: float | None = _O["read_share"]
-    read_reference: Literal["fixed", "aged"] | None = _O["read_reference"]
-    cell_layout: Literal["left", "spread"] | None = _O["cell_layout"]
-
-    @model_validator(mode="after")
-    def _check_device(self) -> OptionalReRAMOptions:
-        check_device_options(self)
-        return self
 
 
 class TensorMethod(MethodSpec):

@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
-from qmc_edge.methods.base import (
+from qmc_edge.methods.base import TensorMethod
+from qmc_edge.methods.options import (
     ReRAMOptions,
-    TensorMethod,
     bits_field,
     cell_field,
     check_bits,

@@ -6,8 +6,9 @@ from typing import Literal
 
 import torch
 
-from qmc_edge.methods.base import TensorMethod, embeddings_field
+from qmc_edge.methods.base import TensorMethod
 from qmc_edge.methods.library import LibraryMethod
+from qmc_edge.methods.options import embeddings_field
 from qmc_edge.methods.registry import register
 
 

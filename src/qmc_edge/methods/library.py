@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from qmc_edge.methods.base import (
+from qmc_edge.methods.base import MethodSpec, place_in_reram
+from qmc_edge.methods.options import (
     DEVICE_DEFAULTS,
-    MethodSpec,
     OptionalReRAMOptions,
     bits_field,
     cell_field,
@@ -18,7 +18,6 @@ from qmc_edge.methods.base import (
     check_group,
     check_mram,
     group_field,
-    place_in_reram,
 )
 from qmc_edge.methods.rtn import group_label
 from qmc_edge.quant.qtensor import QuantizedTensor

@@ -10,7 +10,7 @@ from pydantic import model_validator
 
 from qmc_edge.errors import QMCError
 from qmc_edge.methods.library import LibraryMethod
-from qmc_edge.methods.qmc import CALIB_LEN, CALIB_SAMPLES, c_len, c_samples, check_calibration, fill_calibration
+from qmc_edge.methods.options import CALIB_LEN, CALIB_SAMPLES, c_len, c_samples, check_calibration, fill_calibration
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.torch_device import model_device
 

@@ -6,7 +6,8 @@ from typing import Literal
 
 import torch
 
-from qmc_edge.methods.base import TensorMethod, embeddings_field
+from qmc_edge.methods.base import TensorMethod
+from qmc_edge.methods.options import embeddings_field
 from qmc_edge.methods.registry import register
 from qmc_edge.quant.grids import quantize_mxint4
 

@@ -16,16 +16,22 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from qmc_edge.methods.base import (
-    DEVICE_HELP,
+from qmc_edge.methods.base import TensorMethod
+from qmc_edge.methods.options import (
+    CALIB_LEN,
+    CALIB_SAMPLES,
+    TARGET_AGE_HELP,
     ReRAMOptions,
-    TensorMethod,
+    c_len,
+    c_samples,
     cell_field,
     check_bits,
+    check_calibration,
     check_cells,
     check_group,
     check_mram,
     embeddings_field,
+    fill_calibration,
     group_field,
     ideal_field,
     mram_ber_field,
@@ -37,40 +43,6 @@ from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages import pipeline
 from qmc_edge.quant.stages.registry import check_stage, stage_class
-
-CALIB_SAMPLES, CALIB_LEN = 64, 512
-
-
-def calib_fields() -> tuple[Any, Any]:
-    return (
-        Field(None, description="calibration windows (default 64; calibrated methods only)"),
-        Field(None, description="tokens per calibration window (default 512; calibrated methods only)"),
-    )
-
-
-def fill_calibration(data: Any, applies: bool, what: str) -> Any:
-    """Before validation: refuse calibration options where they do nothing, fill their defaults where
-    they apply (so a dump of the spec names the calibration actually used)."""
-    if not isinstance(data, dict):
-        return data
-    data = dict(data)
-    for key, default in (("calib_samples", CALIB_SAMPLES), ("calib_len", CALIB_LEN)):
-        if applies:
-            if data.get(key) is None:
-                data[key] = default
-        elif data.get(key) is not None:
-            raise ValueError(f"{key} applies only to calibrated methods ({what})")
-    return data
-
-
-def check_calibration(samples: int | None, length: int | None) -> None:
-    if samples is not None and samples < 1:
-        raise ValueError(f"calib_samples must be >= 1, got {samples}")
-    if length is not None and length < 2:
-        raise ValueError(f"calib_len must be >= 2, got {length}")
-
-
-c_samples, c_len = calib_fields()
 
 
 @register
@@ -115,7 +87,7 @@ class QMC(ReRAMOptions, TensorMethod):
     mram_ber: float = mram_ber_field()
     mram_ecc: Literal["none", "secded"] = mram_ecc_field()
     quantize_embeddings: bool = embeddings_field()
-    target_age: str | float | None = Field(None, description=DEVICE_HELP["target_age"])
+    target_age: str | float | None = Field(None, description=TARGET_AGE_HELP)
     calib_samples: int | None = c_samples
     calib_len: int | None = c_len
 

@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
-from qmc_edge.methods.base import TensorMethod, bits_field, check_bits, check_group, embeddings_field, group_field
+from qmc_edge.methods.base import TensorMethod
+from qmc_edge.methods.options import bits_field, check_bits, check_group, embeddings_field, group_field
 from qmc_edge.methods.registry import register
 from qmc_edge.quant.grids import quantize_rtn
 
