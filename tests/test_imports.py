@@ -106,3 +106,89 @@ def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     if cycle:
         pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+# The layering: every package may import the package root's modules and the packages before it here,
+# never one after it (the package docstrings say the same in words). Type-only imports count.
+LAYERS: tuple[str, ...] = (
+    "memory",  # cells, device files, ReRAM and MRAM fault models, ECC, the counter RNG
+    "quant",  # the quantized tensor and model, grids, clip search, GPTQ, budget, the QMC stages
+    "libraries",  # adapters to llm-compressor and HQQ
+    "methods",  # the method registry, options, and the whole-model driver
+    "tasks",  # zero-shot task data and scoring
+    "artifact",  # export and load of quantized models
+    "model",  # loading models, perplexity, the evaluation runner
+    "deploy",  # platforms and the system model
+    "sweep",  # specs, the results store, runs, reports
+    "claims",  # the paper's claims ledger
+    "cli",  # the command line
+)
+ROOT_MODULES = {"__init__", "errors", "fileio", "jsonio", "datafile", "parallel", "torch_device", "loaded"}
+TOP_MODULES = {"__main__"}  # runs the command line
+
+
+def _layer(mod: str) -> int:
+    """Rank of module ``mod`` (qmc_edge.x.y): root modules 0, packages by LAYERS, the entry point last."""
+    parts = mod.split(".")[1:]
+    if not parts:
+        return 0
+    if len(parts) == 1 and parts[0] in TOP_MODULES:
+        return len(LAYERS) + 1
+    if parts[0] in LAYERS:
+        return LAYERS.index(parts[0]) + 1
+    if len(parts) == 1 and parts[0] in ROOT_MODULES:
+        return 0
+    raise AssertionError(f"{mod} belongs to no layer: add its package to LAYERS or it to ROOT_MODULES")
+
+
+def full_import_graph() -> dict[str, set[str]]:
+    """The import graph with type-only imports (under TYPE_CHECKING) included."""
+    global _type_checking_nodes
+    saved = _type_checking_nodes
+    _type_checking_nodes = lambda tree: set()  # noqa: E731
+    try:
+        return import_graph()
+    finally:
+        _type_checking_nodes = saved
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for mod, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            if _layer(dep) > _layer(mod):
+                bad.append(f"{mod} -> {dep}")
+            elif _layer(dep) == 0 < _layer(mod) and dep.split(".")[-1] not in ROOT_MODULES and dep != "qmc_edge":
+                bad.append(f"{mod} -> {dep}")
+    return bad
+
+
+def test_layering_checker_sees_an_upward_import():
+    assert upward_imports({"qmc_edge.memory.cells": {"qmc_edge.quant.qtensor"}}) == [
+        "qmc_edge.memory.cells -> qmc_edge.quant.qtensor"
+    ]
+    assert upward_imports({"qmc_edge.quant.qtensor": {"qmc_edge.memory.cells", "qmc_edge.errors"}}) == []
+
+
+def test_every_import_goes_down_the_layers():
+    bad = upward_imports(full_import_graph())
+    assert not bad, "imports against the layering (tests/test_imports.py LAYERS):\n" + "\n".join(bad)
+
+
+def test_no_import_cycles_type_only_included():
+    cycle = find_cycle(full_import_graph())
+    if cycle:
+        pytest.fail("import cycle (type-only imports included): " + " -> ".join(cycle))
+
+
+def test_root_holds_few_modules_and_no_module_names_collide():
+    mods = _modules()
+    root = [m for m in mods if m.count(".") == 1 and not (SRC / PKG / m.split(".")[1]).is_dir()]
+    assert len(root) <= 10, f"{len(root)} modules at the package root: {sorted(root)}"
+    leaves: dict[str, list[str]] = {}
+    for m, path in mods.items():
+        if path.name != "__init__.py":
+            leaves.setdefault(path.stem, []).append(m)
+    packages = {p.name for p in (SRC / PKG).rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
+    clash = {k: v for k, v in leaves.items() if len(v) > 1 or k in packages}
+    assert not clash, f"module names used twice (or as a package): {clash}"

@@ -31,7 +31,7 @@ from qmc_edge.methods.whole_model import quantize_model, storage_report
 from qmc_edge.model.perplexity import tokenize
 from qmc_edge.quant.qmodel import QuantizedModel, seed_for
 from qmc_edge.quant.qtensor import QuantizedTensor
-from qmc_edge.quant.stages.registry import stage_names
+from qmc_edge.quant.stages.kinds import stage_names
 from qmc_edge.quant.uniform import quantize_uniform
 
 runner = CliRunner()

@@ -25,6 +25,8 @@ Layout of an artifact directory (format ``qmc-edge-artifact`` version 1)::
 
 Packing is MSB first, values back to back, zero-padded to a byte at the end of each array, so a
 tensor file is the storage report's bit count rounded up per array plus the safetensors header.
+
+May import :mod:`qmc_edge.methods`, :mod:`qmc_edge.quant`, :mod:`qmc_edge.memory` and the root.
 """
 
 from qmc_edge.artifact.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME

@@ -7,8 +7,11 @@ points so that sweeps (models x bits x rho x platforms x uncertain device figure
 
 Modules: ``platform`` (validated YAML platform files), ``arch`` (architectures from HF configs),
 ``placement`` (which data in which tier, capacity check), ``system`` (the vectorised cost model and
-:func:`headline_rows`), ``validate`` (fit against measured Jetson speeds, GenZ comparison),
-``plots`` and ``cli`` (``qmc deploy``).
+:func:`headline_rows`), ``validate`` (fit against measured Jetson speeds, GenZ comparison) and
+``plots``; the command is :mod:`qmc_edge.cli.deploy_cmds`.
+
+May import :mod:`qmc_edge.methods` (storage reports), the layers below it and the package root;
+nothing of evaluation.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Each result is turned into the project's own :class:`~qmc_edge.quant.qtensor.Qua
 codes, scale and zero point per row and group) so that the storage accounting, the ReRAM/MRAM
 device models and the evaluation apply to them exactly as to RTN and QMC. The libraries are
 optional extras; a missing one is reported in one line that names the extra to install.
+
+May import :mod:`qmc_edge.quant`, :mod:`qmc_edge.memory` and the package root.
 """
 
 from __future__ import annotations

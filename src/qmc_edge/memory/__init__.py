@@ -1,1 +1,7 @@
-"""memory"""
+"""The memories, as data and fault models: ReRAM level tables and their time dependence (device files,
+:mod:`.files`), the ReRAM read model (:mod:`.models`), the mapping of codes onto multi-level cells
+(:mod:`.cells`), MRAM bit flips and their SECDED code (:mod:`.mram`), and the counter-based random
+streams that make a noise draw the same on any machine (:mod:`.counter_rng`).
+
+Knows nothing of weights or models. May import only the package root (``errors``, ``datafile``).
+"""

@@ -42,7 +42,7 @@ from qmc_edge.methods.rtn import group_label
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages import pipeline
-from qmc_edge.quant.stages.registry import check_stage, stage_class
+from qmc_edge.quant.stages.kinds import check_stage, stage_class
 
 
 @register

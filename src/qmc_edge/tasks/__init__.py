@@ -1,4 +1,7 @@
-"""Zero-shot multiple-choice reasoning tasks, scored the way lm-evaluation-harness scores them."""
+"""Zero-shot multiple-choice reasoning tasks, scored the way lm-evaluation-harness scores them.
+
+May import only the package root (it scores any torch causal LM, quantized or not).
+"""
 
 from qmc_edge.tasks.data import TASKS, MCItem, load_task
 from qmc_edge.tasks.scoring import score_items, task_metrics

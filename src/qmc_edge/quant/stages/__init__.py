@@ -1,6 +1,6 @@
 """The QMC stages and the pipeline that composes them.
 
-Owns: the stage registry (:mod:`.registry`), one module per stage kind with its built-in stages
+Owns: the stage registry (:mod:`.kinds`), one module per stage kind with its built-in stages
 (:mod:`.config`, :mod:`.rounding`, :mod:`.outliers`, :mod:`.grid`, :mod:`.levels`), and the pipeline
 (:mod:`.pipeline`). May import the rest of :mod:`qmc_edge.quant`, :mod:`qmc_edge.memory` and the
 package root; nothing here knows the methods (a method is passed in as the ``spec`` whose options

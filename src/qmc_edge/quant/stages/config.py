@@ -18,7 +18,7 @@ import torch
 
 from qmc_edge.quant.budget import OPTIONS, budget_info, choose_budget
 from qmc_edge.quant.sensitivity import sensitivity_for
-from qmc_edge.quant.stages.registry import register_stage, stage_class
+from qmc_edge.quant.stages.kinds import register_stage, stage_class
 
 
 @dataclass

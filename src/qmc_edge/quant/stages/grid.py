@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from qmc_edge.quant.stages.registry import register_stage
+from qmc_edge.quant.stages.kinds import register_stage
 from qmc_edge.quant.uniform import UniformCodes, clip_grid, quantize_uniform
 
 

@@ -21,7 +21,7 @@ from qmc_edge.memory.cells import code_transition_matrix
 from qmc_edge.memory.models import DeviceModel
 from qmc_edge.quant import level_map as lm
 from qmc_edge.quant.qtensor import QuantizedTensor
-from qmc_edge.quant.stages.registry import register_stage
+from qmc_edge.quant.stages.kinds import register_stage
 from qmc_edge.quant.uniform import UniformCodes
 
 #: Fits the grid again under other read-error moments (None: the grid is not noise-aware).

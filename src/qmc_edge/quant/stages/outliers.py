@@ -18,7 +18,7 @@ import torch
 
 from qmc_edge.errors import QMCError
 from qmc_edge.quant.qtensor import OUTLIER_CODES, OutlierTable
-from qmc_edge.quant.stages.registry import register_stage
+from qmc_edge.quant.stages.kinds import register_stage
 
 
 class OutlierSelection:

@@ -1,4 +1,4 @@
-"""QMC as a pipeline of stages (:mod:`qmc_edge.quant.stages.registry`).
+"""QMC as a pipeline of stages (:mod:`qmc_edge.quant.stages.kinds`).
 
 Per tensor (:func:`quantize_tensor`): the **outliers** stage picks the weights kept in MRAM; the
 **grid** stage fits the inliers' grid per row and group, its clipping chosen to minimise the
@@ -28,9 +28,9 @@ from qmc_edge.memory.models import DeviceModel
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages.grid import GridFit, UniformGrid
+from qmc_edge.quant.stages.kinds import stage_class
 from qmc_edge.quant.stages.levels import BestMap, Identity, LevelAssignment
 from qmc_edge.quant.stages.outliers import GivenScores, OutlierSelection, outlier_table
-from qmc_edge.quant.stages.registry import stage_class
 
 
 @dataclass(frozen=True)

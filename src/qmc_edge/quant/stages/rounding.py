@@ -22,7 +22,7 @@ from qmc_edge.quant.gptq_blocks import decoder_layers, quantize_model_gptq
 from qmc_edge.quant.gptq_solver import RowOutliers, gptq_round
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages.config import Plan
-from qmc_edge.quant.stages.registry import register_stage, stage_class
+from qmc_edge.quant.stages.kinds import register_stage, stage_class
 from qmc_edge.quant.uniform import UniformCodes
 from qmc_edge.torch_device import model_device
 
