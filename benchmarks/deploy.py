@@ -28,19 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from qmc_edge.deploy.arch import from_model, known_arch  # noqa: E402
+from qmc_edge.deploy.demand import Demand, MethodCost, Workload, demand  # noqa: E402
+from qmc_edge.deploy.headline import PAPER_HEADLINE, headline  # noqa: E402
 from qmc_edge.deploy.placement import tier_names  # noqa: E402
 from qmc_edge.deploy.platform import load_platform  # noqa: E402
 from qmc_edge.deploy.plots import breakdown_plot  # noqa: E402
-from qmc_edge.deploy.system import (  # noqa: E402
-    PAPER_HEADLINE,
-    Demand,
-    MethodCost,
-    Workload,
-    demand,
-    evaluate,
-    headline,
-    platform_arrays,
-)
+from qmc_edge.deploy.system import evaluate, platform_arrays  # noqa: E402
 from qmc_edge.deploy.validate import fit_and_score, genz_compare, summarize  # noqa: E402
 from qmc_edge.jsonio import write_json  # noqa: E402
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from qmc_edge.claims.ledger import Claim, Paper, Step, find_accuracy, load_ledger, run_ledger
 from qmc_edge.cli.app import app
 from qmc_edge.deploy.arch import Arch
+from qmc_edge.deploy.demand import MethodCost, Workload
 from qmc_edge.deploy.platform import parse_platform
-from qmc_edge.deploy.system import MethodCost, Workload
 from qmc_edge.errors import QMCError
 from qmc_edge.methods import parse_method
 

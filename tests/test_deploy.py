@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from qmc_edge.cli.app import app
 from qmc_edge.deploy.arch import Arch, resolve_arch
+from qmc_edge.deploy.demand import MethodCost, Workload
+from qmc_edge.deploy.headline import deploy_table, headline_rows, sensitivity
 from qmc_edge.deploy.platform import load_platform, packaged_names, parse_platform
-from qmc_edge.deploy.system import MethodCost, Workload, deploy_table, headline_rows, sensitivity
 from qmc_edge.errors import QMCError
 
 
@@ -308,8 +309,9 @@ def test_headline_rows_and_bands_on_tiny_reports(tiny_model_dir, tiny_lm):
 
 
 def test_vectorised_evaluation_matches_scalar():
+    from qmc_edge.deploy.demand import demand
     from qmc_edge.deploy.placement import tier_names
-    from qmc_edge.deploy.system import demand, evaluate, platform_arrays
+    from qmc_edge.deploy.system import evaluate, platform_arrays
 
     plat = parse_platform(HAND_PLATFORM, "hand.yaml")
     pj = np.linspace(1, 30, 7)

@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.deploy.arch import Arch
+from qmc_edge.deploy.demand import MethodCost, Workload, demand
+from qmc_edge.deploy.headline import deploy_table, get_scalar, ratio_metrics
 from qmc_edge.deploy.placement import CLASSES, WEIGHT_CLASSES, check_capacity
 from qmc_edge.deploy.platform import Platform, load_platform, parse_platform
-from qmc_edge.deploy.system import MethodCost, Workload, demand, deploy_table, get_scalar, ratio_metrics
 from qmc_edge.errors import QMCError
 
 CLAIMS = ("memory", "off_chip", "energy", "latency")

@@ -218,7 +218,7 @@ def _demo_headline(lm: LoadedModel, rows: list[dict]) -> dict:
     a Jetson AGX Orin-class platform (see `qmc deploy` for workloads, platforms and plots)."""
     from qmc_edge.cli.deploy_cmds import headline_table
     from qmc_edge.deploy.arch import from_model
-    from qmc_edge.deploy.system import headline_rows
+    from qmc_edge.deploy.headline import headline_rows
 
     reports = {r["method"]: r["storage"] for r in rows if r["spec"]["method"] != "fp"}
     arch = from_model(lm.model, "smollm2-135m")  # the demo always runs the embedded default

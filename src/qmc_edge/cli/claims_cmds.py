@@ -101,8 +101,8 @@ def claims(
     from qmc_edge.cli.common import errors as _errors
     from qmc_edge.cli.common import load as _load
     from qmc_edge.deploy.arch import resolve_arch
+    from qmc_edge.deploy.demand import Workload
     from qmc_edge.deploy.platform import load_platform
-    from qmc_edge.deploy.system import Workload
     from qmc_edge.errors import QMCError
     from qmc_edge.jsonio import check_writable, write_json
     from qmc_edge.methods import parse_method

@@ -23,10 +23,10 @@ def _band(t: tuple[float, float, float]) -> str:
 
 
 def headline_table(rows: list[dict], title: str):
-    """A rich table of :func:`qmc_edge.deploy.system.headline_rows` output, plus the paper's figures."""
+    """A rich table of :func:`qmc_edge.deploy.headline.headline_rows` output, plus the paper's figures."""
     from rich.table import Table
 
-    from qmc_edge.deploy.system import PAPER_HEADLINE
+    from qmc_edge.deploy.headline import PAPER_HEADLINE
 
     t = Table(title=title)
     cols = [
@@ -105,7 +105,7 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
     """Method costs from `qmc quantize --json` files; a file of any other shape is one QMCError line."""
     import math
 
-    from qmc_edge.deploy.system import MethodCost
+    from qmc_edge.deploy.demand import MethodCost
     from qmc_edge.errors import QMCError
 
     def number(v: object) -> bool:
@@ -192,7 +192,7 @@ def _costs_from_model(model: str | None, methods: list[str]):
     from qmc_edge.cli.common import load as _load
     from qmc_edge.cli.common import progress_bars as _progress
     from qmc_edge.deploy.arch import from_model
-    from qmc_edge.deploy.system import MethodCost
+    from qmc_edge.deploy.demand import MethodCost
     from qmc_edge.methods import parse_method
     from qmc_edge.methods.whole_model import quantize_model, storage_report
 
@@ -237,8 +237,9 @@ def deploy(
     from qmc_edge.cli.common import errors as _errors
     from qmc_edge.cli.common import run_env as _env
     from qmc_edge.deploy import plots as plotmod
+    from qmc_edge.deploy.demand import Workload
+    from qmc_edge.deploy.headline import headline, resolve_platforms
     from qmc_edge.deploy.placement import describe
-    from qmc_edge.deploy.system import Workload, headline, resolve_platforms
     from qmc_edge.errors import QMCError
     from qmc_edge.jsonio import check_writable, write_json
 
@@ -260,7 +261,7 @@ def deploy(
 
                 a = resolve_arch(arch)
         if BASELINE[0] not in costs:
-            from qmc_edge.deploy.system import MethodCost
+            from qmc_edge.deploy.demand import MethodCost
 
             costs = {BASELINE[0]: MethodCost.fp16(), **costs}
         names = [p.name for p in plats]

@@ -6,9 +6,10 @@ lives; this package says what those bits cost to read on a given platform, vecto
 points so that sweeps (models x bits x rho x platforms x uncertain device figures) are free.
 
 Modules: ``platform`` (validated YAML platform files), ``arch`` (architectures from HF configs),
-``placement`` (which data in which tier, capacity check), ``system`` (the vectorised cost model and
-:func:`headline_rows`), ``validate`` (fit against measured Jetson speeds, GenZ comparison) and
-``plots``; the command is :mod:`qmc_edge.cli.deploy_cmds`.
+``placement`` (which data in which tier, capacity check), ``demand`` (what a method on a model and
+workload asks of memory), ``system`` (the vectorised cost model), ``headline`` (tables, ratios
+against a baseline, sensitivity bands, :func:`headline_rows`), ``validate`` (fit against measured
+Jetson speeds, GenZ comparison) and ``plots``; the command is :mod:`qmc_edge.cli.deploy_cmds`.
 
 May import :mod:`qmc_edge.methods` (storage reports), the layers below it and the package root;
 nothing of evaluation.
@@ -21,7 +22,7 @@ __all__ = ["headline_rows", "load_platform", "resolve_arch"]
 
 def __getattr__(name: str):  # lazy: importing the package must not pull torch/transformers
     if name == "headline_rows":
-        from qmc_edge.deploy.system import headline_rows
+        from qmc_edge.deploy.headline import headline_rows
 
         return headline_rows
     if name == "load_platform":

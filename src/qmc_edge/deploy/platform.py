@@ -4,7 +4,7 @@ A platform is a YAML file validated by pydantic. Every figure is written ``{valu
 (optionally ``range: [lo, hi]`` where the sources disagree, e.g. LPDDR pJ/bit 4-20): a number without
 its source is refused, because the energy ratio of the whole study hangs on a handful of such
 figures and a reader must be able to see where each came from. Ranged figures feed the sensitivity
-sweep (:func:`qmc_edge.deploy.system.sensitivity`).
+sweep (:func:`qmc_edge.deploy.headline.sensitivity`).
 
 Validation errors are one line naming the file and the field, e.g.
 ``platform qmc_hetero.yaml: tiers.reram.read_pj_per_bit: must be > 0``.

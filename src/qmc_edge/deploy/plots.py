@@ -48,7 +48,7 @@ def _stack(ax, labels: list[str], parts: dict[str, list[float]], title: str, uni
 
 def breakdown_plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """One PNG with four panels over the (method, platform) rows of
-    :func:`qmc_edge.deploy.system.deploy_table`: weights+KV footprint per tier, decode bytes per token
+    :func:`qmc_edge.deploy.headline.deploy_table`: weights+KV footprint per tier, decode bytes per token
     per tier, decode energy per token (dynamic per tier, compute, static) and latency per token
     (fixed overhead + memory/compute time)."""
     path = Path(path)

@@ -29,198 +29,14 @@ platform arrays of shape (..., T) and one call evaluates any number of design po
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from qmc_edge.deploy.arch import Arch
-from qmc_edge.deploy.placement import CLASSES, WEIGHT_CLASSES, check_capacity, placement_matrix, tier_names
-from qmc_edge.deploy.platform import Platform, load_platform, tier_bandwidth
+from qmc_edge.deploy.demand import Demand
+from qmc_edge.deploy.placement import CLASSES, WEIGHT_CLASSES, placement_matrix
+from qmc_edge.deploy.platform import Platform, tier_bandwidth
 from qmc_edge.errors import QMCError
-
-FP16 = 16
-C = len(CLASSES)
-_IDX = {c: i for i, c in enumerate(CLASSES)}
-
-#: The QMC paper's abstract (arXiv 2601.14549, via ../shared/reference/hardware.md): ratios vs FP16.
-PAPER_HEADLINE = {
-    "memory": "6.3-7.3x",
-    "off_chip": "7.6x",
-    "energy": "11.7x (10.98x in body summaries)",
-    "latency": "12.5x",
-    "area_mm2": "21.6",
-}
-
-
-# --------------------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class Workload:
-    prompt_len: int = 512
-    gen_len: int = 128
-    batch: int = 1
-    kv_bits: int = 16
-    prefill_chunk: int | None = None  # None = the whole prompt in one chunk
-
-    def __post_init__(self) -> None:
-        for k in ("prompt_len", "gen_len", "batch", "kv_bits"):
-            if getattr(self, k) < 1:
-                raise QMCError(f"workload {k} must be >= 1, got {getattr(self, k)}")
-        if self.prefill_chunk is not None and self.prefill_chunk < 1:
-            raise QMCError(f"workload prefill_chunk must be >= 1, got {self.prefill_chunk}")
-
-
-@dataclass(frozen=True)
-class MethodCost:
-    """Bits per quantized weight by memory (reram/mram/dram), from a storage report."""
-
-    name: str
-    bits_per_weight: dict[str, float]
-    components_per_weight: dict[str, float] = field(default_factory=dict)
-    quantized_embeddings: bool = False
-    cell_bits: int | None = None
-    source: str = ""
-    outlier_share: float = 0.0  # outliers per quantized weight (each costs a CSR gather to dequantize)
-
-    @property
-    def effective_bits(self) -> float:
-        return sum(self.bits_per_weight.values())
-
-    @property
-    def quantized(self) -> bool:
-        """Whether the weights are stored as codes that must be dequantized (False for FP16 weights)."""
-        return self.effective_bits < FP16 - 1e-9
-
-    @classmethod
-    def fp16(cls) -> MethodCost:
-        return cls("FP16", {"dram": 16.0}, {"weights_fp16": 16.0}, source="FP16 weights, no quantization")
-
-    @classmethod
-    def from_report(cls, name: str, report: dict, arch: Arch | None = None) -> MethodCost:
-        """From :func:`qmc_edge.methods.whole_model.storage_report` (or the ``storage`` of a saved JSON)."""
-        try:
-            q = report["quantized_params"]
-            mem = {k: v for k, v in report["bits_by_memory"].items() if k != "unquantized_fp16_dram"}
-            comp = report["bits_by_component"]
-        except (KeyError, TypeError) as exc:
-            raise QMCError(
-                f"storage report for {name!r} lacks {exc}; pass a report written by `qmc quantize`"
-            ) from None
-        if not q:
-            raise QMCError(f"storage report for {name!r} has no quantized parameters")
-        unknown = set(mem) - {"reram", "mram", "dram"}
-        if unknown:
-            raise QMCError(f"storage report for {name!r} names unknown memories {sorted(unknown)}")
-        qe = bool(arch is not None and q > arch.linear_params)
-        return cls(
-            name,
-            {k: v / q for k, v in mem.items()},
-            {k: v / q for k, v in comp.items()},
-            quantized_embeddings=qe,
-            cell_bits=report.get("reram_bits_per_cell"),
-            source="storage report",
-            outlier_share=float(report.get("outliers") or 0) / q,
-        )
-
-
-@dataclass
-class Demand:
-    """What one (model, method, workload) asks of memory and compute; arrays of shape (..., C) / (...)."""
-
-    stored: np.ndarray  # bits held per class
-    dec_read: np.ndarray  # bits read per decode step (all sequences of the batch)
-    dec_write: np.ndarray
-    pre_read: np.ndarray  # bits read for the whole prefill
-    pre_write: np.ndarray
-    area_div: np.ndarray  # bits per physical cell of the class (ReRAM MLC), for the area
-    dec_flops: np.ndarray  # per decode step
-    pre_flops: np.ndarray
-    dec_dq: np.ndarray  # (..., 2): quantized weights and outliers dequantized per decode step
-    pre_dq: np.ndarray  # the same for the whole prefill
-    batch: np.ndarray
-    prompt: np.ndarray
-
-    @staticmethod
-    def stack(items: Sequence[Demand]) -> Demand:
-        return Demand(**{k: np.stack([getattr(d, k) for d in items]) for k in Demand.__dataclass_fields__})
-
-
-def demand(arch: Arch, cost: MethodCost, wl: Workload) -> Demand:
-    """Bits per class for decode and prefill, and FLOPs (see the module docstring for the model)."""
-    n_q = arch.linear_params + (arch.embed_params + arch.head_params if cost.quantized_embeddings else 0)
-    stored = np.zeros(C)
-    for mem, b in cost.bits_per_weight.items():
-        stored[_IDX[mem]] = b * n_q
-    # Quantized untied embeddings are stored with the codes but only one row of them is read a token.
-    read_frac = 1.0
-    if cost.quantized_embeddings and not arch.tied:
-        read_frac = (n_q - arch.embed_params + arch.hidden) / n_q
-    dec_read = stored * read_frac
-    # Dequantization: every quantized weight read is unpacked once per step (shared by the batch).
-    dq_w = n_q * read_frac if cost.quantized else 0.0
-    dec_dq = np.array([dq_w, dq_w * cost.outlier_share])
-    if not cost.quantized_embeddings:
-        stored[_IDX["embeddings"]] = arch.embed_params * FP16
-        stored[_IDX["head"]] = arch.head_params * FP16
-        row = arch.hidden * FP16 * wl.batch
-        dec_read[_IDX["embeddings"]] = row + (arch.embed_params * FP16 if arch.tied else 0)
-        dec_read[_IDX["head"]] = arch.head_params * FP16
-    stored[_IDX["fp16_other"]] = arch.other_params * FP16
-    dec_read[_IDX["fp16_other"]] = arch.other_params * FP16
-
-    kv_tok = arch.kv_bits_per_token(wl.kv_bits)
-    ctx = wl.prompt_len + wl.gen_len
-    avg_attended = wl.prompt_len + (wl.gen_len - 1) / 2
-    stored[_IDX["kv_cache"]] = kv_tok * ctx * wl.batch
-    dec_read[_IDX["kv_cache"]] = kv_tok * avg_attended * wl.batch
-    dec_write = np.zeros(C)
-    dec_write[_IDX["kv_cache"]] = kv_tok * wl.batch
-    # Activations (approximate, tiny): each layer reads/writes ~4 hidden + 3 intermediate vectors, plus logits.
-    act = (arch.layers * (4 * arch.hidden + 3 * arch.intermediate) + arch.vocab) * FP16 * wl.batch
-    dec_read[_IDX["activations"]] = act
-    dec_write[_IDX["activations"]] = act
-    stored[_IDX["activations"]] = (2 * arch.hidden + 2 * arch.intermediate + 2 * arch.vocab) * FP16 * wl.batch
-
-    # Prefill: weights once per chunk; embeddings one row per prompt token; head once (last token's logits).
-    chunk = wl.prefill_chunk or wl.prompt_len
-    n_chunks = math.ceil(wl.prompt_len / chunk)
-    pre_read = np.zeros(C)
-    for c in ("reram", "mram", "dram", "fp16_other", "head"):
-        pre_read[_IDX[c]] = dec_read[_IDX[c]] * n_chunks
-    if not cost.quantized_embeddings:
-        rows = min(wl.prompt_len, arch.vocab) * arch.hidden * FP16 * wl.batch
-        pre_read[_IDX["embeddings"]] = rows + (arch.embed_params * FP16 if arch.tied else 0)
-    ends = np.minimum(np.arange(1, n_chunks + 1) * chunk, wl.prompt_len)
-    pre_read[_IDX["kv_cache"]] = kv_tok * float(ends.sum()) * wl.batch
-    pre_write = np.zeros(C)
-    pre_write[_IDX["kv_cache"]] = kv_tok * wl.prompt_len * wl.batch
-    pre_read[_IDX["activations"]] = act * wl.prompt_len
-    pre_write[_IDX["activations"]] = act * wl.prompt_len
-
-    area_div = np.ones(C)
-    if cost.cell_bits:
-        area_div[_IDX["reram"]] = cost.cell_bits
-    attn = 4 * arch.layers * arch.heads * arch.head_dim  # QK^T and AV, per attended position
-    mm = 2 * (arch.linear_params + arch.head_read_params)
-    dec_flops = (mm + attn * (avg_attended + 1)) * wl.batch
-    p = wl.prompt_len
-    pre_flops = (2 * arch.linear_params * p + 2 * arch.head_read_params + attn * p * (p + 1) / 2) * wl.batch
-    return Demand(
-        stored,
-        dec_read,
-        dec_write,
-        pre_read,
-        pre_write,
-        area_div,
-        np.asarray(float(dec_flops)),
-        np.asarray(float(pre_flops)),
-        dec_dq,
-        dec_dq * n_chunks,
-        np.asarray(float(wl.batch)),
-        np.asarray(float(wl.prompt_len)),
-    )
 
 
 # -------------------------------------------------------------------------------- platform arrays
@@ -323,7 +139,7 @@ def platform_arrays(
 
 
 # ------------------------------------------------------------------------------------ evaluation
-def _to_tiers(bits_c: np.ndarray, placement: np.ndarray) -> np.ndarray:
+def to_tiers(bits_c: np.ndarray, placement: np.ndarray) -> np.ndarray:
     """(..., C) x (..., C, T) -> (..., T), as a (batched) matrix product: no (..., C, T) temporary."""
     return np.matmul(bits_c[..., None, :], placement)[..., 0, :]
 
@@ -374,17 +190,17 @@ def _phase(read_t, write_t, flops, dq, d_batch, static_W, p: PlatformArrays) -> 
 def evaluate(d: Demand, p: PlatformArrays) -> dict[str, object]:
     """Evaluate any broadcastable set of design points. Decode figures are per generated token (a step
     divided by the batch) except ``latency_s``, which is per step; prefill figures are per prompt."""
-    stored_t = _to_tiers(d.stored, p.placement)
+    stored_t = to_tiers(d.stored, p.placement)
     wmask = np.isin(np.array(CLASSES), WEIGHT_CLASSES)
     weights_bits = (d.stored * wmask).sum(-1)
-    cells_t = _to_tiers(d.stored / d.area_div, p.placement)
+    cells_t = to_tiers(d.stored / d.area_div, p.placement)
     with np.errstate(invalid="ignore"):
         area_t = np.where(p.off_package, 0.0, np.nan_to_num(cells_t / 1e6 / p.density))
     static_t = static_power(stored_t, p)
     static = static_t.sum(-1)
     dec = _phase(
-        _to_tiers(d.dec_read, p.placement),
-        _to_tiers(d.dec_write, p.placement),
+        to_tiers(d.dec_read, p.placement),
+        to_tiers(d.dec_write, p.placement),
         d.dec_flops,
         d.dec_dq,
         d.batch,
@@ -392,8 +208,8 @@ def evaluate(d: Demand, p: PlatformArrays) -> dict[str, object]:
         p,
     )
     pre = _phase(
-        _to_tiers(d.pre_read, p.placement),
-        _to_tiers(d.pre_write, p.placement),
+        to_tiers(d.pre_read, p.placement),
+        to_tiers(d.pre_write, p.placement),
         d.pre_flops,
         d.pre_dq,
         d.batch,
@@ -415,236 +231,3 @@ def evaluate(d: Demand, p: PlatformArrays) -> dict[str, object]:
         "decode": dec,
         "prefill": pre,
     }
-
-
-# ------------------------------------------------------------------------------- high-level API
-def resolve_platforms(platforms: Sequence[str | Platform]) -> list[Platform]:
-    return [p if isinstance(p, Platform) else load_platform(p) for p in platforms]
-
-
-def _scalar(x):
-    a = np.asarray(x)
-    if a.ndim == 0:
-        return float(a)
-    return a.tolist()
-
-
-def _flatten(res: dict, i: int | tuple) -> dict:
-    """One design point of an evaluate() result as plain Python (per-tier arrays become dicts)."""
-    tiers = res["tiers"]
-    out: dict = {}
-    for k, v in res.items():
-        if k == "tiers":
-            continue
-        if isinstance(v, dict):
-            out[k] = _flatten({"tiers": tiers, **v}, i)
-        elif k.endswith("_tier") or "_tier_" in k:
-            a = np.asarray(v)
-            a = a[i] if a.ndim >= 2 else a  # platform-only arrays have no design-point axis
-            out[k] = {t: float(a[j]) for j, t in enumerate(tiers)}
-        else:
-            a = np.asarray(v)
-            out[k] = _scalar(a[i] if a.ndim >= 1 else a)
-    return out
-
-
-def deploy_table(
-    arch: Arch,
-    costs: dict[str, MethodCost],
-    platforms: Sequence[str | Platform],
-    workload: Workload | None = None,
-    check: bool = True,
-) -> list[dict]:
-    """Every method on every platform at the platforms' nominal figures: one dict per (method, platform)
-    with footprint, per-token decode and per-prompt prefill figures. ``check`` raises on overflow."""
-    wl = workload or Workload()
-    plats = resolve_platforms(platforms)
-    tiers = tier_names(plats)
-    names = list(costs)
-    dem = Demand.stack([demand(arch, costs[m], wl) for m in names])  # (M, C)
-    rows = []
-    for plat in plats:
-        if check:
-            for m in names:
-                check_capacity(plat, dem.stored[names.index(m)], f"{arch.name} with {m}")
-        pa = platform_arrays(plat, tiers)
-        res = evaluate(dem, pa)
-        for i, m in enumerate(names):
-            r = _flatten(res, i)
-            r.update(method=m, platform=plat.name, arch=arch.name, effective_bits=costs[m].effective_bits)
-            r["decode"]["tokens_per_s"] = wl.batch / r["decode"]["latency_s"]
-            r["load"] = load_cost(plat, tiers, dem.stored[i])
-            rows.append(r)
-    return rows
-
-
-def load_cost(plat: Platform, tiers: list[str], stored_c: np.ndarray) -> dict | None:
-    """One-time cost of copying the weights from the ``load_from`` tier (Flash) into their tiers at
-    start-up: read at the source's bandwidth and pJ/bit, written at each destination's write pJ/bit.
-    Non-volatile destinations (ReRAM, MRAM) keep the weights across power cycles, so for them this is
-    paid once per deployment, not once per boot; volatile ones (LPDDR, SRAM) pay it at every boot."""
-    src = plat.placement.load_from
-    if src is None:
-        return None
-    wmask = np.isin(np.array(CLASSES), WEIGHT_CLASSES)
-    per_tier = _to_tiers(stored_c * wmask, placement_matrix(plat, tiers))
-    bits = float(per_tier.sum())
-    s = plat.tiers[src]
-    write = sum(per_tier[j] * plat.tiers[t].write_pj_per_bit.value for j, t in enumerate(tiers) if t in plat.tiers)
-    volatile = sum(per_tier[j] for j, t in enumerate(tiers) if t in plat.tiers and not plat.tiers[t].non_volatile)
-    return {
-        "from": src,
-        "bytes": bits / 8,
-        "seconds": bits / 8 / (plat.tier_bandwidth_GBps(src) * 1e9),
-        "energy_J": (bits * s.read_pj_per_bit.value + write) * 1e-12,
-        "bytes_reloaded_every_boot": float(volatile) / 8,
-    }
-
-
-def sweep_levels(platforms: Sequence[Platform]) -> dict[str, list[tuple[float, float, float]]]:
-    """Ranged figure paths over the platforms: path -> per-platform (lo, nominal, hi)."""
-    paths: list[str] = []
-    for p in platforms:
-        for k in p.ranged():
-            if k not in paths:
-                paths.append(k)
-    out = {}
-    for k in paths:
-        vals = []
-        for p in platforms:
-            f = p.figures().get(k)
-            vals.append((f.range[0], f.value, f.range[1]) if f is not None and f.range else (np.nan,) * 3)
-        out[k] = vals
-    return out
-
-
-def sensitivity(
-    arch: Arch,
-    costs: dict[str, MethodCost],
-    platforms: Sequence[str | Platform],
-    baseline: tuple[str, str],
-    workload: Workload | None = None,
-) -> dict:
-    """Band of every ratio vs the baseline (method, platform) over all corners of the ranged figures.
-
-    A figure path present in several platforms (``tiers.lpddr5.read_pj_per_bit``) is one physical
-    quantity and moves jointly: at each corner every platform takes its own low or high end. The ratio
-    of two affine functions of one figure is monotone in it, so corners bound the band.
-    Returns {method: {platform: {metric: (min, nominal, max)}}} and the paths swept."""
-    wl = workload or Workload()
-    plats = resolve_platforms(platforms)
-    tiers = tier_names(plats)
-    levels = sweep_levels(plats)
-    paths = list(levels)
-    corners = np.array(list(itertools.product((0, 2), repeat=len(paths))) or [()], dtype=int).reshape(-1, len(paths))
-    grid = np.vstack([np.ones((1, len(paths)), int), corners])  # row 0 = nominal
-    names = list(costs)
-    if baseline[0] not in names:
-        raise QMCError(f"baseline method {baseline[0]!r} is not among the methods {names}")
-    dem = Demand.stack([demand(arch, costs[m], wl) for m in names])
-    res = {}
-    for pi, plat in enumerate(plats):
-        over = {}
-        for k, path in enumerate(paths):
-            lo_nom_hi = levels[path][pi]
-            if not np.isnan(lo_nom_hi[0]):
-                over[path] = np.asarray(lo_nom_hi)[grid[:, k]]
-        pa = platform_arrays(
-            plat, tiers, over or {"compute.efficiency": np.full(len(grid), plat.compute.efficiency.value)}
-        )
-        # Broadcast (M, 1, C) demand against (G, ...) platform variants -> (M, G).
-        d = Demand(**{k: np.expand_dims(getattr(dem, k), 1) for k in Demand.__dataclass_fields__})
-        res[plat.name] = evaluate(d, pa)
-    bp = baseline[1]
-    if bp not in res:
-        raise QMCError(f"baseline platform {bp!r} is not among the platforms {list(res)}")
-    bi = names.index(baseline[0])
-    metrics = ratio_metrics()
-    out: dict = {}
-    for m_i, m in enumerate(names):
-        out[m] = {}
-        for pname, r in res.items():
-            out[m][pname] = {}
-            for metric, get in metrics.items():
-                ratio = get(res[bp])[bi] / get(r)[m_i]
-                out[m][pname][metric] = (float(ratio.min()), float(ratio[0]), float(ratio.max()))
-    return {"paths": paths, "levels": {k: v for k, v in levels.items()}, "corners": len(grid) - 1, "bands": out}
-
-
-def ratio_metrics():
-    return {
-        "memory": lambda r: r["footprint_weights_bytes"],
-        "off_die": lambda r: r["decode"]["off_die_bytes"],
-        "off_package": lambda r: r["decode"]["off_package_bytes"],
-        "energy": lambda r: r["decode"]["energy_J"],
-        "latency": lambda r: r["decode"]["latency_s"],
-    }
-
-
-def headline_rows(*args, **kwargs) -> list[dict]:
-    """The rows of :func:`headline` (same arguments)."""
-    return headline(*args, **kwargs)["rows"]
-
-
-def headline(
-    arch: Arch | str,
-    reports: dict[str, dict | MethodCost],
-    platforms: Sequence[str | Platform] = ("orin_agx", "qmc_hetero"),
-    workload: Workload | None = None,
-    baseline: tuple[str, str] = ("FP16", "orin_agx"),
-    bands: bool = True,
-) -> dict:
-    """The paper-style headline: per (method, platform), ratios vs FP16 on the conventional platform.
-
-    Returns ``rows`` (below), the full ``table`` of :func:`deploy_table` and the ``sensitivity`` (None
-    without ``bands``), each computed once, so callers that show all three need not recompute them.
-
-    ``arch``: an :class:`Arch` or a name/config accepted by :func:`~qmc_edge.deploy.arch.resolve_arch`.
-    ``reports``: method label -> storage report (``storage_report(...)`` dict, or the ``storage`` of a
-    ``qmc quantize --json`` file) or a ready :class:`MethodCost`. An ``FP16`` row is added when absent.
-    Each row: method, platform, absolute figures (weights MB, off-die/off-package MB per token, mJ and
-    ms per token, tok/s, on-die area) and ``ratio_<metric>`` = (min, nominal, max) over the
-    sensitivity corners (min = max = nominal when ``bands`` is False)."""
-    from qmc_edge.deploy.arch import resolve_arch
-
-    a = resolve_arch(arch) if isinstance(arch, str) else arch
-    costs: dict[str, MethodCost] = {}
-    for name, rep in reports.items():
-        costs[name] = rep if isinstance(rep, MethodCost) else MethodCost.from_report(name, rep, a)
-    if baseline[0] not in costs:
-        costs = {baseline[0]: MethodCost.fp16(), **costs}
-    plats = resolve_platforms(platforms)
-    if baseline[1] not in [p.name for p in plats]:
-        plats = [load_platform(baseline[1]), *plats]
-    table = deploy_table(a, costs, plats, workload)
-    sens = sensitivity(a, costs, plats, baseline, workload) if bands else None
-    base = next(r for r in table if r["method"] == baseline[0] and r["platform"] == baseline[1])
-    rows = []
-    for r in table:
-        row = {
-            "arch": a.name,
-            "method": r["method"],
-            "platform": r["platform"],
-            "effective_bits": r["effective_bits"],
-            "weights_MB": r["footprint_weights_bytes"] / 1e6,
-            "off_die_MB_per_token": r["decode"]["off_die_bytes"] / 1e6,
-            "off_package_MB_per_token": r["decode"]["off_package_bytes"] / 1e6,
-            "energy_mJ_per_token": r["decode"]["energy_J"] * 1e3,
-            "latency_ms_per_token": r["decode"]["latency_s"] * 1e3,
-            "tokens_per_s": r["decode"]["tokens_per_s"],
-            "area_die_mm2": r["area_die_mm2"],
-            "area_package_mm2": r["area_package_mm2"],
-        }
-        for metric, get in ratio_metrics().items():
-            nominal = get_scalar(get, base) / get_scalar(get, r)
-            if sens is not None:
-                row[f"ratio_{metric}"] = sens["bands"][r["method"]][r["platform"]][metric]
-            else:
-                row[f"ratio_{metric}"] = (nominal, nominal, nominal)
-        rows.append(row)
-    return {"rows": rows, "table": table, "sensitivity": sens, "arch": a, "costs": costs, "platforms": plats}
-
-
-def get_scalar(get, flat_row: dict) -> float:
-    v = get(flat_row)
-    return float(v) if np.ndim(v) == 0 else float(np.asarray(v).ravel()[0])

@@ -31,9 +31,10 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from qmc_edge.deploy.arch import Arch, known_arch
+from qmc_edge.deploy.demand import Demand, MethodCost, Workload, demand
 from qmc_edge.deploy.placement import tier_names
 from qmc_edge.deploy.platform import Platform, load_platform
-from qmc_edge.deploy.system import Demand, MethodCost, Workload, demand, evaluate, platform_arrays
+from qmc_edge.deploy.system import evaluate, platform_arrays
 from qmc_edge.errors import QMCError
 
 SRC_CHART = "hardware.md: Jetson AI Lab SLM chart (MLC, 4-bit weights), AGX Orin / Orin Nano"

@@ -80,7 +80,8 @@ def _versions() -> str:
 
 
 def _deploy(ctx: ModelContext, method: str, storage: dict, platforms: list[str], spec: SweepSpec) -> str:
-    from qmc_edge.deploy.system import MethodCost, Workload, deploy_table
+    from qmc_edge.deploy.demand import MethodCost, Workload
+    from qmc_edge.deploy.headline import deploy_table
 
     try:
         cost = MethodCost.from_report(method, storage, ctx.arch)
