@@ -192,3 +192,21 @@ def test_root_holds_few_modules_and_no_module_names_collide():
     packages = {p.name for p in (SRC / PKG).rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
     clash = {k: v for k, v in leaves.items() if len(v) > 1 or k in packages}
     assert not clash, f"module names used twice (or as a package): {clash}"
+
+
+def private_imports() -> list[str]:
+    """`from X import _name` where X is another module of the package: a private name used outside."""
+    bad = []
+    for mod, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith(PKG):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__") and node.module != mod:
+                        bad.append(f"{mod}: from {node.module} import {a.name}")
+    return bad
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = private_imports()
+    assert not bad, "private names imported across modules (make them public or move them):\n" + "\n".join(bad)
