@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE))
 
 from common import load_for_ppl, run_header, write_json  # noqa: E402
 
-from qmc_edge.claims.ledger import CLAIMS, apply, load_ledger, results_files, run_ledger, storage_cost_fn  # noqa: E402
+from qmc_edge.claims.accuracy import results_files  # noqa: E402
+from qmc_edge.claims.ledger import CLAIMS, apply, load_ledger, run_ledger, storage_cost_fn  # noqa: E402
 from qmc_edge.claims.ledger import State as LedgerState  # noqa: E402
 from qmc_edge.deploy.arch import known_arch  # noqa: E402
 from qmc_edge.deploy.platform import load_platform  # noqa: E402

@@ -65,7 +65,7 @@ def timed(model, spec, compiled: bool = True):
 
 def total_expected_error(model, spec, qm) -> float:
     params = dict(model.named_parameters())
-    dev = spec.device()
+    dev = spec.cells()
     return float(sum(float(expected_sq_error(params[n], qt, dev).sum()) for n, qt in qm.tensors.items()))
 
 

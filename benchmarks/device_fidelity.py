@@ -129,7 +129,7 @@ def main() -> None:
         row["ppl_mean"] = statistics.fmean(vals) if finite else float("inf")
         row["ppl_std"] = (statistics.stdev(vals) if len(vals) > 1 else 0.0) if finite else float("nan")
         if spec.uses_reram:
-            d = spec.device().describe()
+            d = spec.cells().describe()
             row["cell_error_rate"] = d.get("mean_cell_error_rate")
             row["age_extrapolated"] = d.get("age_extrapolated")
         took = f" ({statistics.fmean(secs):.0f} s/seed)" if secs else " (cached)"

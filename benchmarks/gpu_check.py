@@ -4,7 +4,7 @@ Compares, bit for bit, what the CPU and the GPU compute from the same seeds with
 :class:`qmc_edge.memory.counter_rng.CounterStream` (``realise(rng="philox")``):
 
 1. the uniforms of several streams (10M each);
-2. one read of random 2- and 3-bit cells through each shipped ReRAM device's transition matrix
+2. one read of random 2- and 3-bit cells through each shipped ReRAM cell model's transition matrix
    (fresh and one day old), the cells on the GPU and on the CPU;
 3. reads with per-read noise (programmed conductance + read noise, thresholded): these go through the
    inverse normal CDF, which the GPU may round differently in the last bit, so the script counts the
@@ -34,7 +34,9 @@ from common import machine_label, write_json  # noqa: E402
 
 from qmc_edge.memory.cells import code_error_moments  # noqa: E402
 from qmc_edge.memory.counter_rng import CounterStream  # noqa: E402
-from qmc_edge.memory.models import MRAMBitFlips, reram, shipped_devices  # noqa: E402
+from qmc_edge.memory.files import shipped_cell_models  # noqa: E402
+from qmc_edge.memory.models import reram  # noqa: E402
+from qmc_edge.memory.mram import MRAMBitFlips  # noqa: E402
 from qmc_edge.quant import uniform  # noqa: E402
 from qmc_edge.quant.uniform import clip_grid, quantize_uniform  # noqa: E402
 
@@ -66,17 +68,17 @@ def main() -> None:
             CounterStream(seed, name).uniform(10_000_000),
             CounterStream(seed, name, gpu).uniform(10_000_000),
         )
-    for device in shipped_devices():
+    for device in shipped_cell_models():
         for cells in (2, 3):
             for age in (0.0, "1d"):
-                d = reram(cells, device=device, age_s=age)
+                d = reram(cells, cell_model=device, age_s=age)
                 lv = torch.randint(0, 2**cells, (args.cells,), generator=torch.Generator().manual_seed(cells))
                 record(
                     f"read {device} {cells}b/cell age={age}",
                     d.read(lv, CounterStream(0, "cells")),
                     d.read(lv.to(gpu), CounterStream(0, "cells", gpu)),
                 )
-        d = reram(3, device=device, read_noise=True)
+        d = reram(3, cell_model=device, read_noise=True)
         lv = torch.randint(0, 8, (args.cells,), generator=torch.Generator().manual_seed(7))
         record(
             f"read {device} 3b/cell with read noise",

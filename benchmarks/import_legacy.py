@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 from common import write_json  # noqa: E402
 
-from qmc_edge.claims.ledger import _spec_matches  # noqa: E402
+from qmc_edge.claims.accuracy import spec_matches  # noqa: E402
 from qmc_edge.deploy.arch import from_model  # noqa: E402
 from qmc_edge.methods import parse_method  # noqa: E402
 from qmc_edge.model.loading import load_model  # noqa: E402
@@ -52,7 +52,7 @@ def _matches(r: dict, spec) -> bool:
     """The old external.py recorded the method text and ran calibrated methods at its calibration size
     (its rows' specs also carry options their method ignores); the others match option by option."""
     if "spec_text" not in r:
-        return _spec_matches(r["spec"], spec)
+        return spec_matches(r["spec"], spec)
     s = parse_method(r["spec_text"])
     if s.calibrated:
         s = parse_method(r["spec_text"], calib_samples=r["spec"]["calib_samples"], calib_len=r["spec"]["calib_len"])

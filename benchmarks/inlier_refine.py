@@ -136,7 +136,7 @@ def main() -> None:
     rows = []
     for text in args.configs:
         spec = parse_method(text)
-        dev = spec.device()
+        dev = spec.cells()
         qm = quantize_model(lm.model, spec)
         tr = time.perf_counter()
         refined = {}

@@ -81,7 +81,7 @@ def main() -> None:
         row = {
             "method": spec.name,
             "method_text": text,
-            "device": spec.device().describe(),
+            "device": spec.cells().describe(),
             "effective_bits": rep["effective_bits"],
             "tensors_with_level_map": mapped,
             "tensors": len(qm.tensors),

@@ -157,7 +157,7 @@ def _speed_section(d: dict) -> str:
 
 
 def _where(spec: dict) -> str:
-    """Where a configuration's codes live: its ReRAM device and error rate, or ideal memory."""
+    """Where a configuration's codes live: its ReRAM cell model and error rate, or ideal memory."""
     from qmc_edge.methods.registry import method_class
 
     if spec["method"] == "fp":
@@ -165,7 +165,7 @@ def _where(spec: dict) -> str:
     s = method_class(spec["method"]).model_validate(spec)
     if not s.uses_reram or getattr(s, "ideal_memory", False):
         return "ideal memory"
-    dev = s.device().describe()
+    dev = s.cells().describe()
     return f"{dev['name']} ({dev['mean_cell_error_rate']:.1e} errors/cell)"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qmc_edge.claims.ledger import find_accuracy, results_files
+from qmc_edge.claims.accuracy import find_accuracy, results_files
 from qmc_edge.methods import parse_method
 from qmc_edge.sweep.spec import load_sweep_spec, method_texts
 from qmc_edge.sweep.tables import payloads

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmc_edge.libraries import calibration
+from qmc_edge.quant import calibration
 
 
 class _WordTokenizer:

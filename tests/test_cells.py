@@ -18,7 +18,7 @@ from qmc_edge.memory.cells import (
     codes_to_cells,
     read_codes,
 )
-from qmc_edge.memory.models import GaussianLevelReRAM, IdealDevice, reram
+from qmc_edge.memory.models import GaussianLevelReRAM, IdealCells, reram
 from qmc_edge.quant.uniform import clip_grid, quantize_uniform
 
 
@@ -87,7 +87,7 @@ def test_code_matrix_equals_device_matrix_when_one_cell_per_code(bits):
 
 
 def test_ideal_device_gives_identity_code_matrix_and_zero_moments():
-    d = IdealDevice(bits_per_cell=2)
+    d = IdealCells(bits_per_cell=2)
     np.testing.assert_array_equal(code_transition_matrix(4, d), np.eye(16))
     m1, m2 = code_error_moments(4, d)
     assert torch.count_nonzero(m1) == 0 and torch.count_nonzero(m2) == 0

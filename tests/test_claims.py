@@ -9,7 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from qmc_edge.claims.ledger import Claim, Paper, Step, find_accuracy, load_ledger, run_ledger
+from qmc_edge.claims.accuracy import find_accuracy
+from qmc_edge.claims.ledger import Claim, Paper, Step, load_ledger, run_ledger
 from qmc_edge.cli.app import app
 from qmc_edge.deploy.arch import Arch
 from qmc_edge.deploy.demand import MethodCost, Workload

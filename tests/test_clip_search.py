@@ -114,7 +114,7 @@ def test_clip_search_option_reaches_the_quantizer():
     spec = parse_method("qmc3:clip_search=descent")
     assert spec.clip_search == "descent"
     qt = spec.quantize_tensor(w)
-    direct = quantize_qmc(w, 3, spec.device(for_search=True), rho=0.01, clip_search="descent")
+    direct = quantize_qmc(w, 3, spec.cells(for_search=True), rho=0.01, clip_search="descent")
     assert torch.equal(qt.inliers.codes, direct.inliers.codes)
     with pytest.raises(ValueError, match="clip_search"):
         parse_method("qmc3:clip_search=golden")

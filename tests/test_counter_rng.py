@@ -9,7 +9,8 @@ import torch
 from scipy import stats
 
 from qmc_edge.memory.counter_rng import CounterStream, philox4x32, stream_key
-from qmc_edge.memory.models import MRAMBitFlips, reram
+from qmc_edge.memory.models import reram
+from qmc_edge.memory.mram import MRAMBitFlips
 
 # Random123 tests/kat_vectors, the three "philox4x32 10" lines: counter[4], key[2] -> result[4].
 KAT = [

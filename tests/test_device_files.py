@@ -1,5 +1,5 @@
-"""Device files (validated YAML, a source on every number), retention, read noise, write-verify,
-noise_scale, spread partial cells, and `qmc devices`."""
+"""Cell-model files (validated YAML, a source on every number), retention, read noise, write-verify,
+noise_scale, spread partial cells, and `qmc cells`."""
 
 from __future__ import annotations
 
@@ -28,21 +28,28 @@ from qmc_edge.memory.cells import (
     read_codes,
     spread_levels,
 )
-from qmc_edge.memory.files import DEFAULT_DEVICE, Figure, format_age, load_device, parse_age, shipped_devices
+from qmc_edge.memory.drift import Relaxation
+from qmc_edge.memory.files import (
+    DEFAULT_CELL_MODEL,
+    Figure,
+    format_age,
+    load_cell_model,
+    parse_age,
+    shipped_cell_models,
+)
 from qmc_edge.memory.models import (
     RERAM_LEVELS,
     GaussianLevelReRAM,
-    IdealDevice,
-    Relaxation,
+    IdealCells,
     _gaussian_intersection,
-    device_table,
+    cell_model_table,
     reram,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = Path(str(resources.files("qmc_edge") / "device_files"))
+SHIPPED = Path(str(resources.files("qmc_edge") / "cell_models"))
 
-# The level tables as they were hard-coded in devices.py before device files existed.
+# The level tables as they were hard-coded in devices.py before cell-model files existed.
 TODAY_LEVELS = {
     1: ((0.000, 0.0086), (1.000, 0.0034)),
     2: ((0.000, 0.0086), (0.385, 0.0335), (0.722, 0.0274), (1.000, 0.0034)),
@@ -71,7 +78,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 def today_matrix(table) -> np.ndarray:
-    """The transition matrix exactly as devices.py computed it before device files."""
+    """The transition matrix exactly as devices.py computed it before cell-model files."""
     thr = np.array([_gaussian_intersection(*table[i], *table[i + 1]) for i in range(len(table) - 1)])
     mu = np.array([m for m, _ in table])[:, None]
     sd = np.array([s for _, s in table])[:, None]
@@ -109,15 +116,15 @@ def code_error_rate(bits: int, device, layout: str) -> float:
 
 
 def test_shipped_devices_and_package_data():
-    assert shipped_devices() == ["ibm_cmo_hfox", "nvmexplorer_rram"]
-    assert DEFAULT_DEVICE in shipped_devices()
+    assert shipped_cell_models() == ["ibm_cmo_hfox", "nvmexplorer_rram"]
+    assert DEFAULT_CELL_MODEL in shipped_cell_models()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "device_files/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["qmc_edge"]
+    assert "cell_models/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["qmc_edge"]
 
 
 @pytest.mark.parametrize("name", ["ibm_cmo_hfox", "nvmexplorer_rram"])
 def test_every_shipped_number_has_a_source(name):
-    dev = load_device(name)
+    dev = load_cell_model(name)
     assert dev.name == name and dev.source.strip()
     figures = []
 
@@ -143,7 +150,7 @@ def test_every_shipped_number_has_a_source(name):
 
 def test_default_file_holds_todays_tables():
     assert RERAM_LEVELS == TODAY_LEVELS
-    dev = load_device()
+    dev = load_cell_model()
     for bits, table in TODAY_LEVELS.items():
         assert dev.table(bits) == table
 
@@ -184,12 +191,12 @@ def test_user_copy_with_a_new_name_loads_and_matches(tmp_path):
     data["name"] = "my_rram"
     path = tmp_path / "my_rram.yaml"
     path.write_text(yaml.safe_dump(data))
-    dev = load_device(path)
+    dev = load_cell_model(path)
     assert dev.name == "my_rram"
-    assert np.array_equal(reram(3, device=str(path)).transition_matrix(), reram(3).transition_matrix())
-    assert reram(3, device=path).describe()["device"] == "my_rram"
-    # The shipped file itself, by path, is the shipped device (not a clash).
-    assert load_device(SHIPPED / "nvmexplorer_rram.yaml").name == "nvmexplorer_rram"
+    assert np.array_equal(reram(3, cell_model=str(path)).transition_matrix(), reram(3).transition_matrix())
+    assert reram(3, cell_model=path).describe()["cell_model"] == "my_rram"
+    # The shipped file itself, by path, is the shipped cell model (not a clash).
+    assert load_cell_model(SHIPPED / "nvmexplorer_rram.yaml").name == "nvmexplorer_rram"
 
 
 # --------------------------------------------------------------------------- broken files
@@ -266,8 +273,11 @@ BROKEN = {
         lambda d: d["write_verify"]["tight_slope"].update(value=1.0) or d,
         "write_verify: the tight sigma",
     ),
-    "name clash": (lambda d: d | {"name": "nvmexplorer_rram"}, "name 'nvmexplorer_rram' is taken by a shipped device"),
-    "bad name": (lambda d: d | {"name": "my device!"}, "name: 'my device!' is not a device name"),
+    "name clash": (
+        lambda d: d | {"name": "nvmexplorer_rram"},
+        "name 'nvmexplorer_rram' is taken by a shipped cell model",
+    ),
+    "bad name": (lambda d: d | {"name": "my device!"}, "name: 'my device!' is not a cell-model name"),
     "not a mapping": (lambda d: [1, 2, 3], "the file must be a mapping of fields"),
 }
 
@@ -278,14 +288,14 @@ def test_broken_device_file_names_the_field(tmp_path, case):
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(mutate(_base()), allow_unicode=True))
     with pytest.raises(QMCError) as exc:
-        load_device(path)
+        load_cell_model(path)
     msg = str(exc.value)
     assert "\n" not in msg
-    assert msg.startswith(f"device {path}"), msg
+    assert msg.startswith(f"cell model {path}"), msg
     assert expected in msg, msg
     # reram() reports the same one line.
-    with pytest.raises(QMCError, match="device "):
-        reram(3, device=path)
+    with pytest.raises(QMCError, match="cell model "):
+        reram(3, cell_model=path)
 
 
 RAW = {
@@ -315,8 +325,8 @@ def test_broken_raw_file_names_the_problem(tmp_path, case):
     path = tmp_path / "raw.yaml"
     path.write_text(text)
     with pytest.raises(QMCError) as exc:
-        load_device(path)
-    assert "\n" not in str(exc.value) and str(exc.value).startswith(f"device {path}")
+        load_cell_model(path)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith(f"cell model {path}")
     assert expected in str(exc.value)
 
 
@@ -324,17 +334,17 @@ def test_binary_non_utf8_missing_and_directory_are_refused(tmp_path):
     binary = tmp_path / "cells.yaml"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")
     with pytest.raises(QMCError, match="binary data, not a YAML text file"):
-        load_device(binary)
+        load_cell_model(binary)
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(QMCError, match="not UTF-8 text"):
-        load_device(latin)
-    with pytest.raises(QMCError, match="device file not found"):
-        load_device(tmp_path / "absent.yaml")
+        load_cell_model(latin)
+    with pytest.raises(QMCError, match="cell model file not found"):
+        load_cell_model(tmp_path / "absent.yaml")
     with pytest.raises(QMCError, match="is a directory"):
-        load_device(tmp_path)
-    with pytest.raises(QMCError, match="unknown device 'nvmexplorer'.*nvmexplorer_rram"):
-        load_device("nvmexplorer")
+        load_cell_model(tmp_path)
+    with pytest.raises(QMCError, match="unknown cell model 'nvmexplorer'.*nvmexplorer_rram"):
+        load_cell_model("nvmexplorer")
 
 
 def test_reram_option_errors():
@@ -361,14 +371,14 @@ def test_sections_a_file_lacks_are_refused_when_asked_for(tmp_path):
         del data[key]
     path = tmp_path / "bare.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert np.array_equal(reram(3, device=path).transition_matrix(), reram(3).transition_matrix())
+    assert np.array_equal(reram(3, cell_model=path).transition_matrix(), reram(3).transition_matrix())
     with pytest.raises(ValueError, match="no retention figures"):
-        reram(3, device=path, age_s="1d")
+        reram(3, cell_model=path, age_s="1d")
     with pytest.raises(ValueError, match="no write-verify figures"):
-        reram(3, device=path, write_verify=True)
+        reram(3, cell_model=path, write_verify=True)
     with pytest.raises(ValueError, match="no read-noise figures"):
-        reram(3, device=path, read_noise=True)
-    row = device_table([path])[2]
+        reram(3, cell_model=path, read_noise=True)
+    row = cell_model_table([path])[2]
     assert row["error_rate_at"]["1d"] is None and row["measured_to_s"] is None
 
 
@@ -422,12 +432,12 @@ TABULATED = {"1s": 1.0, "10min": 600.0, "1h": 3600.0, "1d": 86400.0, "1w": 60480
 @pytest.mark.parametrize("age", sorted(TABULATED))
 def test_retention_equals_the_published_fit_at_the_tabulated_times(device, age):
     t = TABULATED[age]
-    relax = Relaxation.from_file(load_device(device))
+    relax = Relaxation.from_file(load_cell_model(device))
     # aihwkit ReRamCMONoiseModel: mean -0.08900206 ln t, std 0.04201137 ln t + 0.41183342 (uS).
     assert relax.shift(t) * WINDOW_uS == pytest.approx(AIHWKIT_MEAN * math.log(t), abs=1e-12)
     assert relax.spread(t) * WINDOW_uS == pytest.approx(AIHWKIT_STD[0] * math.log(t) + AIHWKIT_STD[1], rel=1e-12)
     # ... and that is what every level of the model does at that age.
-    fresh, aged = reram(3, device=device), reram(3, device=device, age_s=age)
+    fresh, aged = reram(3, cell_model=device), reram(3, cell_model=device, age_s=age)
     np.testing.assert_allclose(aged.level_means() - fresh.level_means(), relax.shift(t), rtol=0, atol=1e-15)
     s_t = (AIHWKIT_STD[0] * math.log(t) + AIHWKIT_STD[1]) / WINDOW_uS
     s_0 = AIHWKIT_STD[1] / WINDOW_uS
@@ -437,13 +447,13 @@ def test_retention_equals_the_published_fit_at_the_tabulated_times(device, age):
 
 def test_retention_fit_agrees_with_the_measured_one_hour_relaxation():
     # Falcone et al. (arXiv:2502.04524), relaxation figure: average 1 h relaxation error -0.68 uS (measured).
-    relax = Relaxation.from_file(load_device())
+    relax = Relaxation.from_file(load_cell_model())
     assert relax.shift(3600) * WINDOW_uS == pytest.approx(-0.68, rel=0.1)
     assert relax.measured_to_s == 3600
 
 
 def test_derived_cmo_levels_follow_their_source_formula():
-    dev = load_device("ibm_cmo_hfox")
+    dev = load_cell_model("ibm_cmo_hfox")
     for bits in (1, 2, 3):
         for i, (mean, sigma) in enumerate(dev.table(bits)):
             assert mean == pytest.approx(i / (2**bits - 1), abs=5e-5)
@@ -461,7 +471,7 @@ def test_error_rates_grow_with_age_and_aged_references_recover_some(bits):
         aged = reram(bits, age_s=a, reference="aged").describe()["mean_cell_error_rate"]
         assert aged < fixed
     info = reram(bits, age_s="10y").describe()
-    assert info["age"] == "10y" and info["age_extrapolated"] and info["device"] == "nvmexplorer_rram"
+    assert info["age"] == "10y" and info["age_extrapolated"] and info["cell_model"] == "nvmexplorer_rram"
     # Aged matrices stay row-stochastic.
     t = reram(bits, age_s="10y").transition_matrix()
     np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-12)
@@ -495,7 +505,7 @@ def test_noise_scale_two_is_a_table_with_doubled_sigmas():
 
 
 def test_write_verify_narrows_by_the_sourced_factor():
-    dev = load_device()
+    dev = load_cell_model()
     g = 49.0
     factor = (0.00081107 + 0.00106879 * g) / (0.0112185391 + 0.01129027418 * g)  # aihwkit 0.2% / 2% at 49 uS
     assert dev.write_verify.factor == pytest.approx(factor, rel=1e-12)
@@ -546,7 +556,7 @@ def test_sampled_reads_and_program_sense_match_the_matrix_with_read_noise():
 
 def test_ideal_ignores_the_device_options():
     d = reram(3, ideal=True, age_s="10y", noise_scale=4, read_noise=True)
-    assert isinstance(d, IdealDevice) and d.is_ideal
+    assert isinstance(d, IdealCells) and d.is_ideal
 
 
 # --------------------------------------------------------------------------- spread partial cells
@@ -578,7 +588,7 @@ def test_spread_levels():
     assert code_error_rate(2, d, "spread") <= 1 - np.mean(
         np.diag(_explicit_partial_matrix(d.transition_matrix(), (0, 2, 5, 7)))
     )
-    assert spread_levels(2, 3, IdealDevice(bits_per_cell=3)) == (0, 2, 5, 7)
+    assert spread_levels(2, 3, IdealCells(bits_per_cell=3)) == (0, 2, 5, 7)
     with pytest.raises(ValueError, match="layout"):
         codes_to_cells(torch.arange(4), 2, 3, layout="middle")
 
@@ -605,7 +615,7 @@ def test_spread_layout_round_trips_codes_exactly(bits, cell_bits, with_device):
     if bits % cell_bits == 0:  # no partial cell: both layouts are the same
         assert torch.equal(cells, codes_to_cells(codes, bits, cell_bits))
     # A noise-free device reads every code back.
-    ideal = IdealDevice(bits_per_cell=cell_bits)
+    ideal = IdealCells(bits_per_cell=cell_bits)
     assert torch.equal(read_codes(codes, bits, ideal, gen(0), "spread"), codes)
 
 
@@ -623,7 +633,7 @@ def test_spread_sampled_reads_match_the_code_matrix():
     assert m1.shape == (16,) and torch.all(m2 >= 0)
 
 
-# --------------------------------------------------------------------------- qmc devices
+# --------------------------------------------------------------------------- qmc cells
 
 
 def _app() -> typer.Typer:
@@ -639,16 +649,16 @@ def _app() -> typer.Typer:
 
 def test_cli_lists_the_shipped_devices_with_aged_error_rates(tmp_path):
     out = tmp_path / "devices.json"
-    result = CliRunner().invoke(_app(), ["devices", "--json", str(out)])
+    result = CliRunner().invoke(_app(), ["cells", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    for name in shipped_devices():
+    for name in shipped_cell_models():
         assert name in result.output
     for age in ("1s", "1d", "1y", "10y"):
         assert age in result.output
     payload = json.loads(out.read_text())
     assert payload["ages"] == ["1s", "1d", "1y", "10y"]
-    rows = {(r["name"], r["bits_per_cell"]): r for r in payload["devices"]}
-    assert set(rows) == {(n, b) for n in shipped_devices() for b in (1, 2, 3)}
+    rows = {(r["name"], r["bits_per_cell"]): r for r in payload["cell_models"]}
+    assert set(rows) == {(n, b) for n in shipped_cell_models() for b in (1, 2, 3)}
     r = rows[("nvmexplorer_rram", 3)]
     assert r["mean_cell_error_rate"] == pytest.approx(reram(3).describe()["mean_cell_error_rate"])
     assert r["error_rate_at"]["1s"] == r["mean_cell_error_rate"]
@@ -660,23 +670,23 @@ def test_cli_lists_a_user_file_and_refuses_bad_input(tmp_path):
     data = yaml.safe_load((SHIPPED / "nvmexplorer_rram.yaml").read_text()) | {"name": "lab_rram"}
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = CliRunner().invoke(_app(), ["devices", "-f", str(path), "--age", "1h", "--noise-scale", "2"])
+    result = CliRunner().invoke(_app(), ["cells", "-f", str(path), "--age", "1h", "--noise-scale", "2"])
     assert result.exit_code == 0, result.output
     assert "lab_rram" in result.output and "1h" in result.output
     bad = tmp_path / "bad.yaml"
     shutil.copy(path, bad)
     bad.write_text(bad.read_text().replace("value: 0.0086", "value: -0.0086", 1))
-    result = CliRunner().invoke(_app(), ["devices", "-f", str(bad)])
+    result = CliRunner().invoke(_app(), ["cells", "-f", str(bad)])
     assert result.exit_code == 2
     assert "levels.1.0.sigma: must be > 0" in result.output
-    result = CliRunner().invoke(_app(), ["devices", "--age", "2 parsecs"])
+    result = CliRunner().invoke(_app(), ["cells", "--age", "2 parsecs"])
     assert result.exit_code == 2 and "is not a time" in result.output
-    result = CliRunner().invoke(_app(), ["devices", "--noise-scale", "0"])
+    result = CliRunner().invoke(_app(), ["cells", "--noise-scale", "0"])
     assert result.exit_code == 2 and "noise_scale" in result.output
 
 
 def test_device_table_rows():
-    rows = device_table(["nvmexplorer_rram"], ("1s", 86400))
+    rows = cell_model_table(["nvmexplorer_rram"], ("1s", 86400))
     assert [r["bits_per_cell"] for r in rows] == [1, 2, 3]
     for r in rows:
         assert {"name", "bits_per_cell", "mean_cell_error_rate", "worst_level_error_rate", "source"} <= set(r)

@@ -3,6 +3,7 @@ and the options reaching storage, noise and artifacts."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from qmc_edge.methods import parse_method
@@ -77,13 +78,13 @@ def test_age_changes_the_reads_not_the_codes_and_target_age_the_codes(tiny_model
         r = _read(tiny_model, qm, 2)
         err[label] = sum(float(((r[n] - ref[n]) ** 2).sum()) for n in names)
     assert err["aged"] > 2 * err["fresh"]  # the extrapolated 1-day relaxation costs far more than fresh reads
-    assert aged.device().describe()["age_extrapolated"] and not fresh.device().describe()["age_extrapolated"]
+    assert aged.cells().describe()["age_extrapolated"] and not fresh.cells().describe()["age_extrapolated"]
 
 
 def test_noise_scale_and_write_verify_move_the_error_rate():
-    base = parse_method("emem:bits=3,cell_bits=3").device().describe()["mean_cell_error_rate"]
-    worse = parse_method("emem:bits=3,cell_bits=3,noise_scale=2").device().describe()["mean_cell_error_rate"]
-    better = parse_method("emem:bits=3,cell_bits=3,write_verify=true").device().describe()["mean_cell_error_rate"]
+    base = parse_method("emem:bits=3,cell_bits=3").cells().describe()["mean_cell_error_rate"]
+    worse = parse_method("emem:bits=3,cell_bits=3,noise_scale=2").cells().describe()["mean_cell_error_rate"]
+    better = parse_method("emem:bits=3,cell_bits=3,write_verify=true").cells().describe()["mean_cell_error_rate"]
     assert worse > 5 * base and better < base / 100
 
 
@@ -94,7 +95,7 @@ def test_spread_cells_lower_the_code_errors_and_round_trip(tiny_lm, tmp_path):
 
     left = parse_method("qmc:bits=2,cell_bits=3")
     spread = parse_method("qmc:bits=2,cell_bits=3,cell_layout=spread")
-    dev = left.device()
+    dev = left.cells()
     p_left = code_transition_matrix(2, dev, "left", None)
     p_spread = code_transition_matrix(2, dev, "spread", None)
     err = [1 - float(p.diagonal().mean()) for p in (p_left, p_spread)]
@@ -124,11 +125,25 @@ def test_options_that_would_do_nothing_are_refused():
             parse_method(text)
 
 
-def test_qmc_devices_lists_the_shipped_devices():
+def test_qmc_cells_lists_the_shipped_cell_models_and_the_old_name_points_to_it():
     from typer.testing import CliRunner
 
     from qmc_edge.cli.app import app
 
-    res = CliRunner().invoke(app, ["devices"])
+    res = CliRunner().invoke(app, ["cells"])
     assert res.exit_code == 0, res.output
     assert "nvmexplorer_rram" in res.output and "ibm_cmo_hfox" in res.output
+    old = CliRunner().invoke(app, ["devices"])
+    assert old.exit_code == 2 and "is now `qmc cells`" in old.output and "Traceback" not in old.output
+
+
+def test_the_old_option_name_points_to_the_new_one_and_stored_specs_still_read():
+    from qmc_edge.methods import spec_from_dict
+
+    with pytest.raises(
+        ValueError, match="'reram_device' in 'qmc3:reram_device=ibm_cmo_hfox' is now called 'cell_model'"
+    ):
+        parse_method("qmc3:reram_device=ibm_cmo_hfox")
+    stored = {**parse_method("qmc3").model_dump(), "reram_device": "ibm_cmo_hfox"}
+    stored.pop("cell_model")
+    assert spec_from_dict(stored) == parse_method("qmc3:cell_model=ibm_cmo_hfox")

@@ -12,14 +12,8 @@ from scipy.special import ndtr
 from scipy.stats import norm
 
 from qmc_edge.memory.cells import code_transition_matrix, codes_to_cells, read_codes
-from qmc_edge.memory.models import (
-    RERAM_LEVELS,
-    DeviceModel,
-    GaussianLevelReRAM,
-    IdealDevice,
-    MRAMBitFlips,
-    reram,
-)
+from qmc_edge.memory.models import RERAM_LEVELS, CellModel, GaussianLevelReRAM, IdealCells, reram
+from qmc_edge.memory.mram import MRAMBitFlips
 from qmc_edge.quant.read import read_tensor
 from qmc_edge.quant.stages.pipeline import quantize_qmc
 
@@ -154,7 +148,7 @@ def test_read_keeps_shape_and_dtype():
 
 @pytest.mark.parametrize("bits", [1, 2, 3])
 def test_ideal_device_reads_are_identity(bits):
-    for d in (IdealDevice(bits_per_cell=bits), reram(bits, ideal=True)):
+    for d in (IdealCells(bits_per_cell=bits), reram(bits, ideal=True)):
         assert d.is_ideal
         np.testing.assert_array_equal(d.transition_matrix(), np.eye(2**bits))
         levels = torch.randint(0, 2**bits, (10_000,), generator=gen(0)).to(torch.uint8)
@@ -204,7 +198,7 @@ def test_mram_small_ber_flips_few_bits_reproducibly():
 
 
 @dataclass
-class LeakyBinaryCell(DeviceModel):
+class LeakyBinaryCell(CellModel):
     """A user's 1-bit cell with asymmetric errors, defined only by its transition matrix."""
 
     bits_per_cell: int = 1
@@ -273,7 +267,7 @@ def test_custom_device_overriding_read():
     """A continuous model may override read(); read_codes uses it for the cells."""
 
     @dataclass
-    class StuckAtZero(DeviceModel):
+    class StuckAtZero(CellModel):
         bits_per_cell: int = 2
         name: str = "stuck"
 
@@ -289,5 +283,5 @@ def test_custom_device_overriding_read():
     assert torch.equal(read_codes(codes, 4, StuckAtZero(), gen(0)), torch.zeros(16, dtype=torch.uint8))
     # and the sampled default read agrees with the matrix
     assert torch.equal(
-        DeviceModel.read(StuckAtZero(), codes_to_cells(codes, 4, 2), gen(0)), torch.zeros(16, 2, dtype=torch.uint8)
+        CellModel.read(StuckAtZero(), codes_to_cells(codes, 4, 2), gen(0)), torch.zeros(16, 2, dtype=torch.uint8)
     )

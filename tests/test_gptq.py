@@ -193,7 +193,7 @@ def test_noise_aware_gptq_never_worse_in_expected_error(bits, cells):
     w, h = heavy_tailed(48, 256, bits + 10), _hessian(256, bits + 10)
     text = f"qmc:bits={bits},cell_bits={cells},rho=0.01,group_size=64,rounding=gptq,target_age=1d,age=1d"
     plain, aware = parse_method(text), parse_method(text + ",gptq_noise=true")
-    dev = plain.device(for_search=True)
+    dev = plain.cells(for_search=True)
     qp, _ = gptq_tensor(plain, w, h)
     qa, _ = gptq_tensor(aware, w, h)
     assert not torch.equal(qp.inliers.codes, qa.inliers.codes)  # it changed some codes ...

@@ -111,7 +111,7 @@ def test_no_import_cycles():
 # The layering: every package may import the package root's modules and the packages before it here,
 # never one after it (the package docstrings say the same in words). Type-only imports count.
 LAYERS: tuple[str, ...] = (
-    "memory",  # cells, device files, ReRAM and MRAM fault models, ECC, the counter RNG
+    "memory",  # cells, cell-model files, ReRAM and MRAM fault models, ECC, the counter RNG
     "quant",  # the quantized tensor and model, grids, clip search, GPTQ, budget, the QMC stages
     "libraries",  # adapters to llm-compressor and HQQ
     "methods",  # the method registry, options, and the whole-model driver

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qmc_edge.memory.cells import code_error_moments, code_transition_matrix
-from qmc_edge.memory.models import MRAMBitFlips
+from qmc_edge.memory.mram import MRAMBitFlips
 from qmc_edge.methods.registry import parse_method
 from qmc_edge.quant import level_map as lm
 from qmc_edge.quant.qtensor import QuantizedTensor, mram_fields
@@ -60,7 +60,7 @@ def test_identity_kept_on_a_near_error_free_device():
 
 
 def test_descent_for_16_codes_never_worse_than_identity():
-    dev = parse_method("qmc:bits=4,cell_bits=2,target_age=1d").device(for_search=True)
+    dev = parse_method("qmc:bits=4,cell_bits=2,target_age=1d").cells(for_search=True)
     p = code_transition_matrix(4, dev)
     b = np.exp(-((np.arange(16) - 7.5) ** 2) / 8)
     perm = lm.best_level_map(p, np.zeros(16), b)
@@ -69,7 +69,7 @@ def test_descent_for_16_codes_never_worse_than_identity():
 
 
 def test_identity_moments_are_the_cell_moments():
-    dev = parse_method("qmc3").device(for_search=True)
+    dev = parse_method("qmc3").cells(for_search=True)
     p = code_transition_matrix(3, dev)
     m1, m2 = lm.moments(p, None)
     c1, c2 = code_error_moments(3, dev)
@@ -86,7 +86,7 @@ def _qt(bits: int, perm: torch.Tensor | None, n: int = 40000) -> QuantizedTensor
 
 
 def test_reads_follow_the_logical_transition_matrix():
-    dev = parse_method("qmc:bits=3,cell_bits=3,age=1d").device()
+    dev = parse_method("qmc:bits=3,cell_bits=3,age=1d").cells()
     perm = torch.tensor([3, 1, 6, 0, 7, 2, 5, 4], dtype=torch.uint8)
     qt = _qt(3, perm, 200000)
     assert torch.equal(qt.dequantize(), qt.inliers.codes.float())  # noise-free: the logical codes
@@ -115,7 +115,7 @@ def test_storage_and_mram_faults_include_the_table():
 def test_quantize_with_level_map_never_worse_in_expected_error():
     torch.manual_seed(0)
     w = torch.randn(64, 256) * torch.linspace(0.2, 2.0, 256)
-    dev = parse_method("qmc:bits=3,cell_bits=3,target_age=1d").device(for_search=True)
+    dev = parse_method("qmc:bits=3,cell_bits=3,target_age=1d").cells(for_search=True)
     p = code_transition_matrix(3, dev)
     errs = {}
     for flag in (False, True):
@@ -134,5 +134,5 @@ def test_quantize_with_level_map_never_worse_in_expected_error():
 def test_spec_option_and_name():
     s = parse_method("qmc:bits=3,cell_bits=3,level_map=true")
     assert s.level_map and "level_map=true" in s.name
-    ideal = quantize_qmc(torch.randn(8, 64), 3, parse_method("qmc:ideal_memory=true").device(), level_map=True)
+    ideal = quantize_qmc(torch.randn(8, 64), 3, parse_method("qmc:ideal_memory=true").cells(), level_map=True)
     assert ideal.level_map is None  # no errors to avoid: no table

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from qmc_edge.artifact.decode import _decode
 from qmc_edge.artifact.export import encode_tensor
-from qmc_edge.artifact.load import _decode
 from qmc_edge.artifact.manifest import TensorEntry
 from qmc_edge.memory.cells import read_codes
-from qmc_edge.memory.models import MRAMBitFlips, reram
-from qmc_edge.memory.mram import CORRECTED, DETECTED, MRAMFaults, secded_read
+from qmc_edge.memory.models import reram
+from qmc_edge.memory.mram import CORRECTED, DETECTED, MRAMBitFlips, MRAMFaults, secded_read
 from qmc_edge.model.perplexity import perplexity
 from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
 from qmc_edge.quant.qtensor import QuantizedTensor, ecc_check_bits, mram_fields

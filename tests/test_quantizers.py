@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmc_edge.memory.models import IdealDevice, reram
+from qmc_edge.memory.models import IdealCells, reram
 from qmc_edge.methods import PRESETS, TensorMethod, parse_method
 from qmc_edge.quant.grids import quantize_emem_naive, quantize_mxint4, quantize_rtn
 from qmc_edge.quant.read import read_tensor
@@ -122,7 +122,7 @@ def test_qmc_tensor_partition_and_errors(bits, cell_bits):
 def test_removing_outliers_shrinks_the_inlier_step():
     w = heavy_tailed(64, 256, 7)
     plain = quantize_rtn(w, 3, 128)
-    qt = quantize_qmc(w, 3, IdealDevice(3), rho=0.01, n_clip=1)
+    qt = quantize_qmc(w, 3, IdealCells(3), rho=0.01, n_clip=1)
     assert qt.inliers.scale.mean() < 0.8 * plain.inliers.scale.mean()
     assert ((qt.dequantize() - w) ** 2).sum() < 0.5 * ((plain.dequantize() - w) ** 2).sum()
 

@@ -26,7 +26,7 @@ from qmc_edge.methods import (
     spec_from_dict,
     unregister,
 )
-from qmc_edge.methods.options import DEVICE_DEFAULTS
+from qmc_edge.methods.options import RERAM_DEFAULTS
 from qmc_edge.methods.whole_model import quantize_model, storage_report
 from qmc_edge.model.perplexity import tokenize
 from qmc_edge.quant.qmodel import QuantizedModel, seed_for
@@ -131,7 +131,7 @@ def _other_value(cls, key):
         cands = list(typing.get_args(base))
     elif key in STAGE_OPTIONS:  # options that name a pipeline stage: every registered one
         cands = stage_names(STAGE_OPTIONS[key])
-    elif key == "reram_device":
+    elif key == "cell_model":
         cands = ["ibm_cmo_hfox"]
     elif key in ("age", "target_age"):
         cands = ["1d"]
@@ -148,7 +148,7 @@ def _other_value(cls, key):
             continue
         fields = {key: c}
         if (
-            key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *DEVICE_DEFAULTS)
+            key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *RERAM_DEFAULTS)
             and "reram" in cls.model_fields
         ):
             fields["reram"] = True

@@ -3,7 +3,7 @@
 The package is layered; each layer imports only the package root's small modules and the layers
 below it (``tests/test_imports.py`` enforces it, type-only imports included):
 
-1. ``memory``: the memories as data and fault models (cells, device files, ReRAM, MRAM, ECC, RNG);
+1. ``memory``: the memories as data and fault models (cells, cell-model files, ReRAM, MRAM, ECC, RNG);
 2. ``quant``: quantized tensors and models, grids, clip search, GPTQ, budget, the QMC stages;
 3. ``libraries``: adapters that turn llm-compressor's and HQQ's results into our tensors;
 4. ``methods``: the method registry, shared options, the whole-model driver and storage report;

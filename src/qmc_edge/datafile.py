@@ -1,4 +1,4 @@
-"""The one loader for the project's validated data files: platforms, memory device files, sweep specs
+"""The one loader for the project's validated data files: platforms, memory cell-model files, sweep specs
 and claims ledgers.
 
 Every such file is YAML that people edit by hand, and every figure in it must say where it comes

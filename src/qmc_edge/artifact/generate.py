@@ -1,5 +1,5 @@
 """Text generation from any loaded model (reference, quantized in memory, or an artifact, with or
-without a device-noise realisation): greedy or seeded sampling, streamed as it is produced.
+without a memory-noise realisation): greedy or seeded sampling, streamed as it is produced.
 
 transformers' ``generate`` does the decoding; this module fixes the options that make runs
 reproducible (explicit do_sample, a forked and seeded torch RNG for sampling, so the caller's global

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from qmc_edge.claims.accuracy import find_accuracy
 from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.deploy.arch import Arch
 from qmc_edge.deploy.demand import MethodCost, Workload, demand
@@ -42,15 +43,6 @@ METRICS = ("memory", "off_die", "off_package", "energy", "latency")
 #: Words that mark a step's source as a citation rather than an assumption (the test checks every
 #: shipped step has one of them or the word "assumption").
 CITED = ("hardware.md", "devices.md", "paper", "arxiv", "data sheet", "platform file", ".yaml", "est.")
-
-#: Results-file model paths -> architecture (known_archs.yaml key) whose accuracy they measure.
-MODEL_ARCH = (
-    ("smollm2-135m", "smollm2-135m"),
-    ("gemma-3-270m", "gemma-3-270m"),
-    ("qwen2.5-coder-1.5b", "qwen2.5-1.5b"),
-    ("qwen2.5-1.5b", "qwen2.5-1.5b"),
-)
-UPSTREAM_NOTE = "reference model already quantized upstream (GGUF); FP row = that dequantized reference"
 
 
 # ------------------------------------------------------------------------------------------ the file
@@ -149,7 +141,7 @@ class Ledger(BaseModel):
 
 def load_ledger(path: str | Path | None = None) -> Ledger:
     """The shipped ledger, or a user's copy; errors are one line naming the file and the field (read
-    and validated like the platform and device files: duplicate keys refused, size and encoding checked)."""
+    and validated like the platform and cell-model files: duplicate keys refused, size and encoding checked)."""
     if path is None:
         label = "claims.yaml"
         text = (resources.files("qmc_edge.claims") / "claims.yaml").read_text(encoding="utf-8")
@@ -265,116 +257,6 @@ def _crossing(plat: Platform, metric: str) -> list[str]:
     if metric == "off_die":
         return [n for n, t in plat.tiers.items() if t.location != "die"]
     return [n for n, t in plat.tiers.items() if t.location == "board"]
-
-
-# --------------------------------------------------------------------------------------- accuracy
-def arch_of_model(model_path: str) -> str | None:
-    low = str(model_path).lower()
-    return next((a for key, a in MODEL_ARCH if key in low), None)
-
-
-#: Options recorded by old results files for every method although only calibrated rounding reads them.
-_UNUSED_WHEN_NONE = frozenset({"calib_samples", "calib_len"})
-
-
-def _spec_matches(row_spec: dict, spec) -> bool:
-    """A results row measured ``spec``: same method, and every option equal, where an option the row
-    does not record (written before it existed) must be at its default now. ``None`` is a value like
-    any other (``age: None`` is fresh cells, not "any age")."""
-    if not isinstance(row_spec, dict) or row_spec.get("method") != spec.method:
-        return False
-    fields = type(spec).model_fields
-    for k, v in spec.model_dump().items():
-        if k in ("method", "label") or (v is None and k in _UNUSED_WHEN_NONE):
-            continue
-        default = spec.implied.get(k, fields[k].default)
-        if row_spec.get(k, default) != v:
-            return False
-    return True
-
-
-def results_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Results JSON files and results stores (`qmc sweep` folders): a folder is a store when it has
-    points/, else its JSON files are read."""
-    from qmc_edge.sweep.tables import is_store
-
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir() and is_store(p):
-            out.append(p)
-        elif p.is_dir():
-            out += sorted(p.glob("*.json"))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise QMCError(f"results path not found: {p}; pass a results JSON file or a folder of them")
-    return out
-
-
-def _load_rows(path: Path) -> list[tuple[dict, list[dict]]]:
-    """(payload, rows) of a results file, or of each (sweep, model) of a results store."""
-    if path.is_dir():
-        from qmc_edge.sweep.tables import payloads
-
-        return [(d, d["rows"]) for d in payloads(path)]
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return []
-    if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or not isinstance(d.get("model"), str):
-        return []
-    return [(d, [r for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)])]
-
-
-def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:
-    """Measured accuracy of ``spec`` on models of architecture ``arch_name``: the perplexity row with the
-    most tokens scored per model, with its file's FP reference and any task row of the same spec."""
-    best: dict[str, dict] = {}
-    tasks: dict[str, dict] = {}
-    loaded = [(path, d, rows) for path in files for d, rows in _load_rows(path)]
-    for path, d, rows in loaded:
-        if arch_of_model(d["model"]) != arch_name:
-            continue
-        fname = f"{path.name}/{d['sweep']}" if "sweep" in d else path.name  # a store: which sweep in it
-        model = Path(d["model"]).name
-        fp = next((r for r in rows if r["spec"].get("method") == "fp" and r.get("ppl_mean") is not None), None)
-        for r in rows:
-            if not _spec_matches(r["spec"], spec):
-                continue
-            if r.get("tasks"):
-                tasks.setdefault(model, {"file": fname, "tasks": r["tasks"]})
-            if r.get("ppl_mean") is None:
-                continue
-            ev = r.get("eval") or {}
-            tokens = ev.get("tokens_scored") or (d.get("windows") or 0) * (d.get("context") or 0)
-            if model in best and best[model]["tokens_scored"] >= tokens:
-                continue
-            best[model] = {
-                "model": model,
-                "configuration": spec.name,
-                "ppl": float(r["ppl_mean"]),
-                "ppl_std": r.get("ppl_std"),
-                "seeds": len(r.get("ppl_per_seed") or []) or None,
-                "fp_ppl": float(fp["ppl_mean"]) if fp else None,
-                "windows": ev.get("windows") or d.get("windows"),
-                "context": ev.get("context") or d.get("context"),
-                "tokens_scored": tokens,
-                "file": fname,
-                "note": UPSTREAM_NOTE if str(d["model"]).endswith(".gguf") else "",
-            }
-    out = []
-    for model in sorted(set(best) | set(tasks)):
-        a = best.get(model) or {"model": model, "configuration": spec.name, "ppl": None, "fp_ppl": None}
-        t = tasks.get(model)
-        if t:
-            for task in ("arc_easy", "hellaswag"):
-                v = t["tasks"].get(task, {}).get("acc_norm")
-                if v is not None:
-                    a[f"{task}_acc_norm"] = float(v)
-            a["tasks_file"] = t["file"]
-        out.append(a)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ ledger
@@ -559,7 +441,6 @@ __all__ = [
     "Step",
     "apply",
     "breakdown",
-    "find_accuracy",
     "load_ledger",
     "run_ledger",
     "storage_cost_fn",

@@ -104,7 +104,7 @@ def quantize(
         secs = qm.quantize_seconds if qm else 0.0
         out.print(f"quantized {len(qm.tensors) if qm else 0} tensors in {secs:.1f} s")
         if spec.uses_reram:
-            out.print(f"device: {spec.device().describe()}")
+            out.print(f"cell model: {spec.cells().describe()}")
         if json_path:
             payload = {
                 "model": lm.source,
@@ -138,7 +138,7 @@ def ppl(
     device: DeviceOpt = "cpu",
     rng: RngOpt = "torch",
 ) -> None:
-    """Perplexity of a model, optionally quantized and read through noisy devices, over N noise seeds."""
+    """Perplexity of a model, optionally quantized and read through noisy memories, over N noise seeds."""
     with errors():
         spec = spec_from_flags(method, bits, group_size, rho, cell_bits, embeddings)
         seed_list = check_seeds(seeds, noise_seed)
@@ -223,7 +223,7 @@ def _demo_headline(lm: LoadedModel, rows: list[dict]) -> dict:
     reports = {r["method"]: r["storage"] for r in rows if r["spec"]["method"] != "fp"}
     arch = from_model(lm.model, "smollm2-135m")  # the demo always runs the embedded default
     head = headline_rows(arch, reports, platforms=("orin_agx", "qmc_hetero"))
-    title = "deployment model, per decoded token: ratios vs FP16 on orin_agx, nominal (min-max over device figures)"
+    title = "deployment model, per decoded token: ratios vs FP16 on orin_agx, nominal (min-max over ranged figures)"
     out.print(headline_table(head, title))
     return {"deployment": head}
 

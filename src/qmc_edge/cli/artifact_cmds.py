@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
         noise_seed: Annotated[
             int | None,
-            typer.Option("--noise-seed", help="device-noise realisation to read; default: the noise-free read"),
+            typer.Option("--noise-seed", help="memory-noise realisation to read; default: the noise-free read"),
         ] = None,
         max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per prompt")] = 64,
         sample: Annotated[bool, typer.Option("--sample/--greedy", help="sampling or greedy decoding")] = False,
@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
         model: ModelOpt = None,
         method: Annotated[str, typer.Option("--method", "-m", help="quantize first (fp = as loaded)")] = "fp",
         noise_seed: Annotated[
-            int | None, typer.Option("--noise-seed", help="bake this device-noise realisation in")
+            int | None, typer.Option("--noise-seed", help="bake this memory-noise realisation in")
         ] = None,
         dtype: Annotated[
             str, typer.Option(help="float32 keeps the dequantized values exact; float16/bfloat16 round them")

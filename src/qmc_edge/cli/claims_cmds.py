@@ -96,7 +96,8 @@ def claims(
     reach, and why), every step sourced or marked as an assumption, with the measured accuracy."""
     from importlib import resources
 
-    from qmc_edge.claims.ledger import CLAIMS, load_ledger, results_files, run_ledger, storage_cost_fn
+    from qmc_edge.claims.accuracy import results_files
+    from qmc_edge.claims.ledger import CLAIMS, load_ledger, run_ledger, storage_cost_fn
     from qmc_edge.cli.common import check_output_dir, out, progress_bars, run_env
     from qmc_edge.cli.common import errors as _errors
     from qmc_edge.cli.common import load as _load

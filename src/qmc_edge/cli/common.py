@@ -56,13 +56,13 @@ JsonOpt = Annotated[Path | None, typer.Option("--json", help="write results as J
 TextOpt = Annotated[Path | None, typer.Option("--text", help="text file; default WikiText-2 raw test")]
 CtxOpt = Annotated[int, typer.Option("--context", help="tokens per window")]
 WinOpt = Annotated[int | None, typer.Option("--max-windows", help="cap on windows (quick runs)")]
-SeedsOpt = Annotated[int, typer.Option("--seeds", help="number of device-noise seeds for noisy methods")]
-NoiseSeedOpt = Annotated[int, typer.Option("--noise-seed", help="first device-noise seed (then +1, +2, ...)")]
+SeedsOpt = Annotated[int, typer.Option("--seeds", help="number of memory-noise seeds for noisy methods")]
+NoiseSeedOpt = Annotated[int, typer.Option("--noise-seed", help="first memory-noise seed (then +1, +2, ...)")]
 RngOpt = Annotated[
     str,
     typer.Option(
         "--rng",
-        help="device-noise generator: torch (CPU's; the stored results) or philox (the same on CPU and GPU)",
+        help="memory-noise generator: torch (CPU's; the stored results) or philox (the same on CPU and GPU)",
     ),
 ]
 TaskOpt = Annotated[

@@ -1,4 +1,4 @@
-"""`qmc devices`: the ReRAM device files (shipped, or given by path) with their cell error rates as
+"""`qmc cells`: the ReRAM cell-model files (shipped, or given by path) with their cell error rates as
 they age."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from qmc_edge.cli.common import JsonOpt, check_output_file, errors, out
 
 FileOpt = Annotated[
     list[Path] | None,
-    typer.Option("--file", "-f", help="a device YAML file to list beside the shipped ones; repeat"),
+    typer.Option("--file", "-f", help="a cell-model YAML file to list beside the shipped ones; repeat"),
 ]
 AgeOpt = Annotated[
     list[str] | None,
@@ -34,8 +34,16 @@ def _rate(x: float | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("devices")
-    def devices(
+    @app.command("devices", hidden=True)
+    def devices() -> None:
+        """Renamed: `qmc cells` (\"device\" means a torch device everywhere else)."""
+        with errors():
+            from qmc_edge.errors import QMCError
+
+            raise QMCError("`qmc devices` is now `qmc cells` (the ReRAM cell models); run qmc cells")
+
+    @app.command("cells")
+    def cells(
         files: FileOpt = None,
         ages: AgeOpt = None,
         noise_scale: NoiseScaleOpt = 1.0,
@@ -44,20 +52,22 @@ def register(app: typer.Typer) -> None:
         reference: ReferenceOpt = "fixed",
         json_path: JsonOpt = None,
     ) -> None:
-        """List the ReRAM devices with their cell error rates (mean over levels) fresh and at each age."""
+        """List the ReRAM cell models with their cell error rates (mean over levels) fresh and at each age."""
         from rich.table import Table
 
         from qmc_edge.jsonio import write_json
-        from qmc_edge.memory.files import format_age, load_device, parse_age, shipped_devices
-        from qmc_edge.memory.models import DEFAULT_AGES, device_table
+        from qmc_edge.memory.files import format_age, load_cell_model, parse_age, shipped_cell_models
+        from qmc_edge.memory.models import DEFAULT_AGES, cell_model_table
 
         with errors():
             check_output_file(json_path)
             age_list = list(ages or DEFAULT_AGES)
             for a in age_list:
                 parse_age(a)
-            specs = [load_device(n) for n in shipped_devices()] + [load_device(Path(f)) for f in files or []]
-            rows = device_table(
+            specs = [load_cell_model(n) for n in shipped_cell_models()] + [
+                load_cell_model(Path(f)) for f in files or []
+            ]
+            rows = cell_model_table(
                 specs,
                 age_list,
                 noise_scale=noise_scale,
@@ -65,8 +75,8 @@ def register(app: typer.Typer) -> None:
                 read_noise=read_noise,
                 reference=reference,
             )
-        t = Table(title="ReRAM devices: cell error rate, mean over levels (worst level), by age since programming")
-        t.add_column("device")
+        t = Table(title="ReRAM cell models: cell error rate, mean over levels (worst level), by age since programming")
+        t.add_column("cell model")
         t.add_column("bits/cell", justify="right")
         t.add_column("fresh", justify="right")
         for a in age_list:
@@ -101,7 +111,7 @@ def register(app: typer.Typer) -> None:
                         "write_verify": write_verify,
                         "read_noise": read_noise,
                         "reference": reference,
-                        "devices": rows,
+                        "cell_models": rows,
                     },
                 )
             out.print(f"wrote {json_path}")

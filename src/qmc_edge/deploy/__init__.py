@@ -3,7 +3,7 @@ LLM placed across the memory tiers of an edge platform (LPDDR, on-package ReRAM,
 
 Why a separate package: the quantizers say how many bits each weight costs and in which memory it
 lives; this package says what those bits cost to read on a given platform, vectorised over design
-points so that sweeps (models x bits x rho x platforms x uncertain device figures) are free.
+points so that sweeps (models x bits x rho x platforms x uncertain hardware figures) are free.
 
 Modules: ``platform`` (validated YAML platform files), ``arch`` (architectures from HF configs),
 ``placement`` (which data in which tier, capacity check), ``demand`` (what a method on a model and

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from qmc_edge.memory.models import DeviceModel
+from qmc_edge.memory.models import CellModel
 
 Layout = Literal["left", "spread"]
 LAYOUTS = ("left", "spread")
@@ -96,35 +96,35 @@ def _best_spread(width: int, cell_bits: int, matrix_bytes: bytes) -> tuple[int, 
     return min(ties, key=lambda s: s[1:3])[3]
 
 
-def spread_levels(width: int, cell_bits: int, device: DeviceModel | None = None) -> tuple[int, ...]:
+def spread_levels(width: int, cell_bits: int, cell_model: CellModel | None = None) -> tuple[int, ...]:
     """The levels that a partial cell of ``width`` code bits uses in ``cell_bits``-bit cells under the
     spread layout, value 0 first (increasing). With a (noisy) device: the set of ``2**width`` levels
     that minimises the exact error rate of that cell under maximum-likelihood decoding, computed from
     its transition matrix; without one (or for an ideal device): the evenly spread set."""
     if width >= cell_bits:
         return tuple(range(2**cell_bits))
-    if device is None or device.is_ideal:
+    if cell_model is None or cell_model.is_ideal:
         return _even_levels(width, cell_bits)
-    if device.bits_per_cell != cell_bits:
-        raise ValueError(f"device has {device.bits_per_cell} bits per cell, the layout {cell_bits}")
-    t = np.ascontiguousarray(device.transition_matrix(), dtype=np.float64)
+    if cell_model.bits_per_cell != cell_bits:
+        raise ValueError(f"the cell model has {cell_model.bits_per_cell} bits per cell, the layout {cell_bits}")
+    t = np.ascontiguousarray(cell_model.transition_matrix(), dtype=np.float64)
     return _best_spread(width, cell_bits, t.tobytes())
 
 
-def _spread_decoder(width: int, cell_bits: int, device: DeviceModel | None) -> np.ndarray:
+def _spread_decoder(width: int, cell_bits: int, cell_model: CellModel | None) -> np.ndarray:
     """Read level -> value for a spread partial cell."""
-    used = spread_levels(width, cell_bits, device)
+    used = spread_levels(width, cell_bits, cell_model)
     levels = 2**cell_bits
-    t = np.eye(levels) if device is None or device.is_ideal else device.transition_matrix()
+    t = np.eye(levels) if cell_model is None or cell_model.is_ideal else cell_model.transition_matrix()
     return _ml_decode(t, used)
 
 
 def codes_to_cells(
-    codes: torch.Tensor, bits: int, cell_bits: int, layout: Layout = "left", device: DeviceModel | None = None
+    codes: torch.Tensor, bits: int, cell_bits: int, layout: Layout = "left", cell_model: CellModel | None = None
 ) -> torch.Tensor:
     """Integer codes of shape S -> cell levels of shape S + (cells_per_code,), MSB cell first.
 
-    ``layout`` places a partial last cell (see the module docstring); ``device`` chooses the spread
+    ``layout`` places a partial last cell (see the module docstring); ``cell_model`` chooses the spread
     levels (ignored for ``"left"``)."""
     _check_layout(layout)
     c = codes.to(torch.int64)
@@ -134,16 +134,16 @@ def codes_to_cells(
         if width == cell_bits or layout == "left":
             cells.append(value << (cell_bits - width))
         else:
-            used = torch.tensor(spread_levels(width, cell_bits, device), dtype=torch.int64)
+            used = torch.tensor(spread_levels(width, cell_bits, cell_model), dtype=torch.int64)
             cells.append(used[value])
     return torch.stack(cells, dim=-1).to(torch.uint8)
 
 
 def cells_to_codes(
-    cells: torch.Tensor, bits: int, cell_bits: int, layout: Layout = "left", device: DeviceModel | None = None
+    cells: torch.Tensor, bits: int, cell_bits: int, layout: Layout = "left", cell_model: CellModel | None = None
 ) -> torch.Tensor:
     """Inverse of :func:`codes_to_cells` (also decodes noisy levels, as a real read would); give it the
-    same ``layout`` and ``device`` as the encoding."""
+    same ``layout`` and ``cell_model`` as the encoding."""
     _check_layout(layout)
     cells = cells.to(torch.int64)
     out = torch.zeros(cells.shape[:-1], dtype=torch.int64)
@@ -151,7 +151,7 @@ def cells_to_codes(
         if width == cell_bits or layout == "left":
             out |= (cells[..., i] >> (cell_bits - width)) << shift
         else:
-            dec = torch.from_numpy(_spread_decoder(width, cell_bits, device))
+            dec = torch.from_numpy(_spread_decoder(width, cell_bits, cell_model))
             out |= dec[cells[..., i].clamp(0, 2**cell_bits - 1)] << shift
     return out
 
@@ -160,7 +160,7 @@ _SAME = "same"  # layout_device default: the device that is read also chooses th
 
 
 def code_transition_matrix(
-    bits: int, device: DeviceModel, layout: Layout = "left", layout_device: DeviceModel | None | str = _SAME
+    bits: int, cell_model: CellModel, layout: Layout = "left", layout_cell_model: CellModel | None | str = _SAME
 ) -> np.ndarray:
     """(2**b, 2**b) probabilities that a stored code reads back as another code.
 
@@ -168,10 +168,10 @@ def code_transition_matrix(
     per-cell probabilities, after the placement (``layout``) and decoding of a partial last cell.
     """
     _check_layout(layout)
-    c = device.bits_per_cell
-    t = device.transition_matrix()
+    c = cell_model.bits_per_cell
+    t = cell_model.transition_matrix()
     codes = torch.arange(2**bits)
-    chooser = device if layout_device == _SAME else layout_device  # who chose the spread levels
+    chooser = cell_model if layout_cell_model == _SAME else layout_cell_model  # who chose the spread levels
     cells = codes_to_cells(codes, bits, c, layout, chooser).numpy().astype(np.int64)  # (n, k)
     n = 2**bits
     p = np.ones((n, n))
@@ -192,14 +192,14 @@ def code_transition_matrix(
 
 
 def code_error_moments(
-    bits: int, device: DeviceModel, layout: Layout = "left", layout_device: DeviceModel | None | str = _SAME
+    bits: int, cell_model: CellModel, layout: Layout = "left", layout_cell_model: CellModel | None | str = _SAME
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """First and second moments of the code error (read - stored) for every stored code.
 
     With these, the expected squared error of a weight quantized to code q with step s and
     deterministic error e is e**2 + 2*e*s*m1[q] + s**2*m2[q], with no sampling.
     """
-    p = code_transition_matrix(bits, device, layout, layout_device)
+    p = code_transition_matrix(bits, cell_model, layout, layout_cell_model)
     diff = np.arange(2**bits)[None, :] - np.arange(2**bits)[:, None]
     m1 = (p * diff).sum(axis=1)
     m2 = (p * diff**2).sum(axis=1)
@@ -209,21 +209,21 @@ def code_error_moments(
 def read_codes(
     codes: torch.Tensor,
     bits: int,
-    device: DeviceModel,
+    cell_model: CellModel,
     generator: torch.Generator,
     layout: Layout = "left",
-    layout_device: DeviceModel | None | str = _SAME,
+    layout_cell_model: CellModel | None | str = _SAME,
     read_generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One noisy read of codes stored in ``device``: codes -> cell levels -> device read -> codes.
-    ``generator`` draws the chip, ``read_generator`` this read's noise (see ``DeviceModel.read``)."""
+    """One noisy read of codes stored in ``cell_model``: codes -> cell levels -> device read -> codes.
+    ``generator`` draws the chip, ``read_generator`` this read's noise (see ``CellModel.read``)."""
     _check_layout(layout)
-    if device.is_ideal:
+    if cell_model.is_ideal:
         return codes.clone()
-    chooser = device if layout_device == _SAME else layout_device
-    cells = codes_to_cells(codes, bits, device.bits_per_cell, layout, chooser)
-    if read_generator is not None and device.rereads:
-        noisy = device.read(cells, generator, read_generator)
+    chooser = cell_model if layout_cell_model == _SAME else layout_cell_model
+    cells = codes_to_cells(codes, bits, cell_model.bits_per_cell, layout, chooser)
+    if read_generator is not None and cell_model.rereads:
+        noisy = cell_model.read(cells, generator, read_generator)
     else:  # a device model written before read noise existed takes (levels, generator)
-        noisy = device.read(cells, generator)
-    return cells_to_codes(noisy, bits, device.bits_per_cell, layout, chooser).to(codes.dtype)
+        noisy = cell_model.read(cells, generator)
+    return cells_to_codes(noisy, bits, cell_model.bits_per_cell, layout, chooser).to(codes.dtype)

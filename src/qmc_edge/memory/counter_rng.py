@@ -1,7 +1,7 @@
 """A counter-based random stream that gives the same numbers on every device: Philox4x32-10.
 
 Why by hand: torch's generators differ by device (the CPU's Mersenne Twister, CUDA's Philox with
-its own offsets and launch-dependent layout), so a seed gives other device errors on a GPU than on
+its own offsets and launch-dependent layout), so a seed gives other memory errors on a GPU than on
 the CPU, and numpy's Philox is the 4x64 variant, which needs 64 x 64-bit products that tensors do not
 have. Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11; the
 Random123 library) needs only 32 x 32 -> 64-bit products; here each is computed from 16-bit halves in

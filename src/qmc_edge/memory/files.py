@@ -1,11 +1,11 @@
-"""Device files: the ReRAM level tables, their time dependence, read noise and write-verify, as data.
+"""Cell-model files: the ReRAM level tables, their time dependence, read noise and write-verify, as data.
 
-A device file is YAML read and validated by the project's one data-file loader
+A cell-model file is YAML read and validated by the project's one data-file loader
 (:mod:`qmc_edge.datafile`, as platforms, sweep specs and ledgers are): every figure is written
 ``{value: X, source: "..."}`` and a number without its source is refused. The shipped files live in
-``qmc_edge/device_files/`` (one per device family); a user copies one, edits it, gives it another
-``name:`` and passes its path. A file may not take the ``name:`` of a shipped device: results name
-the device they were computed with, and an edited copy under a shipped name would silently pass for
+``qmc_edge/cell_models/`` (one per device family); a user copies one, edits it, gives it another
+``name:`` and passes its path. A file may not take the ``name:`` of a shipped cell model: results name
+the cell model they were computed with, and an edited copy under a shipped name would silently pass for
 the original.
 
 What a file holds (normalised conductance: 0 = lowest state, 1 = highest):
@@ -21,7 +21,7 @@ What a file holds (normalised conductance: 0 = lowest state, 1 = highest):
 * ``write_verify`` (optional): how much a tighter program-and-verify narrows the programmed levels.
 
 Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file and the field, e.g.
-``device my.yaml: levels.3.2.sigma: must be > 0``.
+``cell model my.yaml: levels.3.2.sigma: must be > 0``.
 
 :func:`parse_age` reads human ages (``1s``, ``10min``, ``1h``, ``1d``, ``1w``, ``1y``, ``10y``).
 """
@@ -48,8 +48,8 @@ from qmc_edge.datafile import (
 )
 from qmc_edge.errors import QMCError
 
-#: The device that :func:`qmc_edge.memory.models.reram` uses unless told otherwise.
-DEFAULT_DEVICE = "nvmexplorer_rram"
+#: The cell model that :func:`qmc_edge.memory.models.reram` uses unless told otherwise.
+DEFAULT_CELL_MODEL = "nvmexplorer_rram"
 #: Bits per cell a file may describe.
 MAX_BITS_PER_CELL = 4
 
@@ -176,8 +176,8 @@ class WriteVerify(BaseModel):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
-class DeviceFile(BaseModel):
-    """A parsed, validated device file."""
+class CellModelFile(BaseModel):
+    """A parsed, validated cell-model file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -195,7 +195,7 @@ class DeviceFile(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError(f"{v!r} is not a device name: use letters, digits, _ . + - (at most 64)")
+            raise ValueError(f"{v!r} is not a cell-model name: use letters, digits, _ . + - (at most 64)")
         return v
 
     @field_validator("levels", mode="before")
@@ -233,7 +233,7 @@ class DeviceFile(BaseModel):
         takes it."""
         if bits not in self.levels:
             raise ValueError(
-                f"bits per cell must be one of {', '.join(map(str, self.bits_per_cell))} for device "
+                f"bits per cell must be one of {', '.join(map(str, self.bits_per_cell))} for cell model "
                 f"{self.name}, got {bits}"
             )
         return tuple((lv.mean.value, lv.sigma.value) for lv in self.levels[bits])
@@ -250,46 +250,46 @@ _BITS_KEYS = {str(b) for b in range(1, MAX_BITS_PER_CELL + 1)}
 
 
 # ---------------------------------------------------------------------------- loading
-FILES: DataFiles[DeviceFile] = DataFiles(
-    kind="device",
-    folder="device_files",
-    model=DeviceFile,
+FILES: DataFiles[CellModelFile] = DataFiles(
+    kind="cell model",
+    folder="cell_models",
+    model=CellModelFile,
     empty_hint="write a mapping with name, description, technology, source, conductance and levels (copy a "
-    "shipped device file)",
+    "shipped cell-model file)",
     shape_hint="the file must be a mapping of fields (name:, levels:, ...)",
     shipped_word="shipped",
 )
 
 
-def shipped_devices() -> list[str]:
-    """Names of the device files shipped with the package."""
+def shipped_cell_models() -> list[str]:
+    """Names of the cell-model files shipped with the package."""
     return FILES.names()
 
 
-def parse_device(data: object, label: str) -> DeviceFile:
+def parse_cell_model(data: object, label: str) -> CellModelFile:
     """Validate already-parsed YAML; errors are one line naming ``label`` and the bad field."""
     return FILES.parse(data, label)
 
 
 @cache
-def _load_shipped(name: str) -> DeviceFile:
+def _load_shipped(name: str) -> CellModelFile:
     return FILES.load_shipped(name)
 
 
-def load_device(spec: str | Path | DeviceFile = DEFAULT_DEVICE) -> DeviceFile:
-    """A shipped device by name (``nvmexplorer_rram``...) or a device YAML file by path.
+def load_cell_model(spec: str | Path | CellModelFile = DEFAULT_CELL_MODEL) -> CellModelFile:
+    """A shipped cell model by name (``nvmexplorer_rram``...) or a cell-model YAML file by path.
 
-    A string naming a shipped device is always the shipped one (write ``./nvmexplorer_rram`` for a file
+    A string naming a shipped cell model is always the shipped one (write ``./nvmexplorer_rram`` for a file
     of that name); a :class:`~pathlib.Path`, a ``.yaml``/``.yml`` name or any other existing path is a
-    file, whose ``name:`` must not be a shipped device's. An already-parsed :class:`DeviceFile` is
+    file, whose ``name:`` must not be a shipped cell model's. An already-parsed :class:`CellModelFile` is
     returned as it is. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
-    if isinstance(spec, DeviceFile):
+    if isinstance(spec, CellModelFile):
         return spec
     if isinstance(spec, str) and spec in FILES.names():
         return _load_shipped(spec)
     if not FILES.is_path(spec):
         raise QMCError(
-            f"unknown device {str(spec)!r}; use a device YAML file path or one of: {', '.join(FILES.names())}"
+            f"unknown cell model {str(spec)!r}; use a cell-model YAML file path or one of: {', '.join(FILES.names())}"
         )
     return FILES.load_user(spec)
 

@@ -28,7 +28,7 @@ Two error sources, named:
   what-if knob: that fraction of each level's total variance is per-read, the rest frozen, so the
   error rate of one read is unchanged and only its split between chip and read moves.
 
-The shipped ReRAM devices are data: validated YAML files in ``qmc_edge/device_files/`` with a source
+The shipped ReRAM cell models are data: validated YAML files in ``qmc_edge/cell_models/`` with a source
 on every figure (:mod:`qmc_edge.memory.files`); a user passes an edited copy by path.
 """
 
@@ -44,40 +44,42 @@ import torch
 from scipy.special import ndtr
 
 from qmc_edge.memory.counter_rng import Generator, normal, uniform
-from qmc_edge.memory.files import DEFAULT_DEVICE, DeviceFile, format_age, load_device, parse_age, shipped_devices
+from qmc_edge.memory.drift import ReadNoiseModel, Relaxation
+from qmc_edge.memory.files import (
+    DEFAULT_CELL_MODEL,
+    CellModelFile,
+    format_age,
+    load_cell_model,
+    parse_age,
+    shipped_cell_models,
+)
 
 __all__ = [
     "DEFAULT_AGES",
     "RERAM_LEVELS",
     "RERAM_SOURCE",
-    "DeviceModel",
+    "CellModel",
     "GaussianLevelReRAM",
-    "IdealDevice",
-    "MRAMBitFlips",
-    "ReadNoiseModel",
-    "Relaxation",
-    "device_table",
-    "load_device",
-    "parse_age",
+    "IdealCells",
+    "cell_model_table",
     "reram",
-    "shipped_devices",
 ]
 
 # Gaussian level model of multi-level ReRAM, normalised conductance (0 = lowest, 1 = highest), at the
-# time after programming that the device file calls fresh (1 s). Source: NVMExplorer (lpentecost/
+# time after programming that the cell-model file calls fresh (1 s). Source: NVMExplorer (lpentecost/
 # NVMExplorer, MIT), nvmexplorer_src/nvmFI/nvm_data/mlc_rram_args.p, as tabulated in
 # ../shared/reference/devices.md; 1 bit/cell uses the two extreme states of the 2-bit table. The
-# numbers live in device_files/nvmexplorer_rram.yaml (each with its source); this is a view of them.
-_DEFAULT_FILE = load_device(DEFAULT_DEVICE)
+# numbers live in cell_models/nvmexplorer_rram.yaml (each with its source); this is a view of them.
+_DEFAULT_FILE = load_cell_model(DEFAULT_CELL_MODEL)
 RERAM_LEVELS: dict[int, tuple[tuple[float, float], ...]] = {b: _DEFAULT_FILE.table(b) for b in _DEFAULT_FILE.levels}
 RERAM_SOURCE = "NVMExplorer mlc_rram_args.p (Gaussian levels), via shared/reference/devices.md"
-#: The ages at which ``qmc devices`` and :func:`device_table` report error rates.
+#: The ages at which ``qmc cells`` and :func:`cell_model_table` report error rates.
 DEFAULT_AGES = ("1s", "1d", "1y", "10y")
 #: Largest accepted ``noise_scale``.
 MAX_NOISE_SCALE = 100.0
 
 
-class DeviceModel(ABC):
+class CellModel(ABC):
     """A memory whose cells each store one of ``2**bits_per_cell`` levels."""
 
     bits_per_cell: int
@@ -148,7 +150,7 @@ class DeviceModel(ABC):
 
 
 @dataclass
-class IdealDevice(DeviceModel):
+class IdealCells(CellModel):
     """Error-free storage (SRAM, DRAM, or ECC-protected memory)."""
 
     bits_per_cell: int = 1
@@ -174,84 +176,8 @@ def _gaussian_intersection(m0: float, s0: float, m1: float, s1: float) -> float:
     return float(inside[0])
 
 
-@dataclass(frozen=True)
-class Relaxation:
-    """Level-independent conductance relaxation after programming, in normalised conductance.
-
-    For t > t0 (the time at which the fresh level table holds)::
-
-        mean_i(t)    = mean_i(t0) + mean_shift_per_ln_s * ln(t / t0)
-        s(t)         = sigma_at_1s + sigma_per_ln_s * ln(t)
-        sigma_i(t)^2 = sigma_i(t0)^2 + s(t)^2 - s(t0)^2
-
-    and nothing changes for t <= t0. Built from a device file's ``retention`` section by
-    :meth:`from_file` (figures in uS divided by the conductance window)."""
-
-    t0_s: float
-    mean_shift_per_ln_s: float
-    sigma_at_1s: float
-    sigma_per_ln_s: float
-    measured_to_s: float = math.inf
-
-    @classmethod
-    def from_file(cls, spec: DeviceFile) -> Relaxation | None:
-        r = spec.retention
-        if r is None:
-            return None
-        g = spec.conductance.range_uS
-        return cls(
-            t0_s=r.fresh_at_s.value,
-            mean_shift_per_ln_s=r.mean_shift_uS_per_ln_s.value / g,
-            sigma_at_1s=r.sigma_uS_at_1s.value / g,
-            sigma_per_ln_s=r.sigma_uS_per_ln_s.value / g,
-            measured_to_s=r.measured_to_s.value,
-        )
-
-    def spread(self, t_s: float) -> float:
-        """Relaxation spread s(t) (normalised), for t >= t0."""
-        return self.sigma_at_1s + self.sigma_per_ln_s * math.log(max(t_s, self.t0_s))
-
-    def shift(self, t_s: float) -> float:
-        """Mean shift of every level at age t (normalised; 0 for t <= t0)."""
-        return self.mean_shift_per_ln_s * math.log(max(t_s, self.t0_s) / self.t0_s)
-
-    def extra_variance(self, t_s: float) -> float:
-        """Variance added to every level's programmed sigma by age t (0 for t <= t0)."""
-        return self.spread(t_s) ** 2 - self.spread(self.t0_s) ** 2
-
-
-@dataclass(frozen=True)
-class ReadNoiseModel:
-    """Per-read Gaussian noise on the conductance (aihwkit ReRamCMONoiseModel, Lombardo et al. DRC 2024)::
-
-        sigma_read(g, t) = k * log10(g / 1 uS) * sqrt(ln((t + t_read) / (2 t_read)))   [uS]
-
-    with g = g_min + window * (normalised conductance), divided by the window to reach the normalised
-    scale; t is the time since programming (at least the fresh time)."""
-
-    k_uS: float
-    t_read_s: float
-    g_min_uS: float
-    g_range_uS: float
-
-    @classmethod
-    def from_file(cls, spec: DeviceFile) -> ReadNoiseModel | None:
-        r = spec.read_noise
-        if r is None:
-            return None
-        c = spec.conductance
-        return cls(k_uS=r.k_uS.value, t_read_s=r.t_read_s.value, g_min_uS=c.g_min_uS.value, g_range_uS=c.range_uS)
-
-    def sigma(self, g_norm: np.ndarray | torch.Tensor, t_s: float):
-        """Read sigma (normalised) at normalised conductance(s) ``g_norm`` and age ``t_s``."""
-        lib = torch if isinstance(g_norm, torch.Tensor) else np
-        g_uS = lib.clip(self.g_min_uS + self.g_range_uS * g_norm, 1.0, None)
-        window = math.sqrt(max(0.0, math.log((t_s + self.t_read_s) / (2 * self.t_read_s))))
-        return self.k_uS * lib.log10(g_uS) * window / self.g_range_uS
-
-
 @dataclass
-class GaussianLevelReRAM(DeviceModel):
+class GaussianLevelReRAM(CellModel):
     """Multi-level ReRAM: each level is a Gaussian in conductance; reads threshold at the
     intersections of neighbouring Gaussians, so a read past a threshold returns a neighbour.
 
@@ -276,9 +202,9 @@ class GaussianLevelReRAM(DeviceModel):
     relaxation: Relaxation | None = None
     read_noise: ReadNoiseModel | None = None
     reference: str = "fixed"
-    device: str | None = None
+    cell_model: str | None = None  # the name of the cell-model file the levels come from
     # Fraction of every level's total variance that is redrawn at each read (the rest is frozen at
-    # programming). None: the device file's own read noise (read_noise) is the per-read part.
+    # programming). None: the cell-model file's own read noise (read_noise) is the per-read part.
     read_share: float | None = None
 
     def __post_init__(self) -> None:
@@ -288,8 +214,8 @@ class GaussianLevelReRAM(DeviceModel):
                     f"no ReRAM level table for {self.bits_per_cell} bits/cell; use 1, 2 or 3 or pass level_table"
                 )
             self.level_table = RERAM_LEVELS[self.bits_per_cell]
-            if self.device is None:
-                self.device = DEFAULT_DEVICE
+            if self.cell_model is None:
+                self.cell_model = DEFAULT_CELL_MODEL
         if len(self.level_table) != self.levels:
             raise ValueError(
                 f"level table has {len(self.level_table)} levels, {self.bits_per_cell} bits/cell needs {self.levels}"
@@ -309,8 +235,8 @@ class GaussianLevelReRAM(DeviceModel):
             raise ValueError(f"reference must be 'fixed' or 'aged', got {self.reference!r}")
         if self.relaxation is None and self.age_s > self.fresh_s:
             raise ValueError(
-                f"age {format_age(self.age_s)}: this ReRAM model has no retention figures; use a device file "
-                f"with a retention section (shipped: {', '.join(shipped_devices())})"
+                f"age {format_age(self.age_s)}: this ReRAM model has no retention figures; use a cell-model file "
+                f"with a retention section (shipped: {', '.join(shipped_cell_models())})"
             )
         self.name = f"reram-{self.bits_per_cell}b/cell"
         self._mu, self._sd_prog, self._sd_read, sd_total = self._level_params(self.age_s)
@@ -435,7 +361,7 @@ class GaussianLevelReRAM(DeviceModel):
     def describe(self) -> dict:
         info = super().describe()
         info.update(
-            device=self.device,
+            cell_model=self.cell_model,
             age_s=self.age_s,
             age=format_age(self.age_s),
             age_extrapolated=self.age_extrapolated,
@@ -448,51 +374,23 @@ class GaussianLevelReRAM(DeviceModel):
         return info
 
 
-@dataclass
-class MRAMBitFlips:
-    """STT-MRAM: independent bit flips at ``ber`` per stored bit per read.
-
-    Default 0: with ECC, MRAM bits are usually treated as error-free (Intel 22FFL, ISSCC 2019; see
-    shared/reference/devices.md); 1e-9..1e-6 is the sensitivity range the reference suggests.
-
-    A tensor's reads go through :class:`qmc_edge.memory.mram.MRAMFaults` (a subclass adding the ECC
-    option), which flips every bit the tensor keeps in MRAM; an instance of this class is accepted
-    there as ``MRAMFaults(ber, ecc=None)``. :meth:`flip` stays for flipping a bare code array.
-    """
-
-    ber: float = 0.0
-
-    def flip(self, codes: torch.Tensor, bits: int, generator: Generator) -> torch.Tensor:
-        """Flip bits of two's-complement ``bits``-bit integer codes. The uniforms are float64: a
-        float32 draw is a multiple of 2**-24, so ``u < ber`` would flip at 6e-8 for any ber below it."""
-        if self.ber <= 0 or codes.numel() == 0:
-            return codes.clone()
-        mask_bits = uniform((codes.numel(), bits), generator).to(codes.device) < self.ber
-        weights = (1 << torch.arange(bits, device=codes.device)).to(torch.int64)
-        xor = (mask_bits.to(torch.int64) * weights).sum(dim=1).reshape(codes.shape)
-        unsigned = codes.to(torch.int64) & ((1 << bits) - 1)
-        flipped = unsigned ^ xor
-        signed = torch.where(flipped >= (1 << (bits - 1)), flipped - (1 << bits), flipped)
-        return signed.to(codes.dtype)
-
-
 def reram(
     bits_per_cell: int,
     ideal: bool = False,
     *,
-    device: str | DeviceFile = DEFAULT_DEVICE,
+    cell_model: str | CellModelFile = DEFAULT_CELL_MODEL,
     age_s: float | str = 0.0,
     noise_scale: float = 1.0,
     write_verify: bool = False,
     read_noise: bool = False,
     reference: str = "fixed",
     read_share: float | None = None,
-) -> DeviceModel:
-    """The ReRAM model for ``bits_per_cell`` from a device file; ``ideal`` swaps in error-free cells
+) -> CellModel:
+    """The ReRAM model for ``bits_per_cell`` from a cell-model file; ``ideal`` swaps in error-free cells
     of the same size.
 
-    ``device``: a shipped device name (:func:`shipped_devices`), a device YAML path, or a parsed
-    :class:`~qmc_edge.memory.files.DeviceFile`. ``age_s``: time since programming, seconds or a human
+    ``cell_model``: a shipped cell model name (:func:`shipped_cell_models`), a cell-model YAML path, or a parsed
+    :class:`~qmc_edge.memory.files.CellModelFile`. ``age_s``: time since programming, seconds or a human
     age (``"1d"``, ``"10y"``; :func:`parse_age`); ages up to the file's fresh time (1 s) give the
     fresh table. ``noise_scale``: multiplies the programmed sigmas after ageing (0 < x <= 100).
     ``write_verify``: narrows the programmed sigmas by the file's write-verify factor. ``read_noise``:
@@ -500,19 +398,19 @@ def reram(
     ``"aged"`` (see :class:`GaussianLevelReRAM`). ``read_share``: the fraction of each level's total
     variance redrawn at every read instead of frozen at programming (equal total sigma, so the same
     error rate per read). With every default, the model is exactly the one
-    this function returned before device files existed."""
-    spec = load_device(device)
+    this function returned before cell-model files existed."""
+    spec = load_cell_model(cell_model)
     if bits_per_cell not in spec.levels:
         raise ValueError(
-            f"bits per cell must be {', '.join(map(str, spec.bits_per_cell))} for device {spec.name}, "
+            f"bits per cell must be {', '.join(map(str, spec.bits_per_cell))} for cell model {spec.name}, "
             f"got {bits_per_cell}"
         )
     age = parse_age(age_s)
     relaxation = Relaxation.from_file(spec)
     if write_verify and spec.write_verify is None:
-        raise ValueError(f"device {spec.name} gives no write-verify figures; add a write_verify section")
+        raise ValueError(f"cell model {spec.name} gives no write-verify figures; add a write_verify section")
     if read_noise and spec.read_noise is None:
-        raise ValueError(f"device {spec.name} gives no read-noise figures; add a read_noise section")
+        raise ValueError(f"cell model {spec.name} gives no read-noise figures; add a read_noise section")
     model = GaussianLevelReRAM(
         bits_per_cell=bits_per_cell,
         level_table=spec.table(bits_per_cell),
@@ -522,20 +420,20 @@ def reram(
         relaxation=relaxation,
         read_noise=ReadNoiseModel.from_file(spec) if read_noise else None,
         reference=reference,
-        device=spec.name,
+        cell_model=spec.name,
         read_share=read_share,
     )
     if ideal:
-        return IdealDevice(bits_per_cell=bits_per_cell, name=f"ideal-{bits_per_cell}b/cell")
+        return IdealCells(bits_per_cell=bits_per_cell, name=f"ideal-{bits_per_cell}b/cell")
     return model
 
 
-def device_table(
-    devices: list[str | DeviceFile] | None = None,
+def cell_model_table(
+    cell_models: list[str | CellModelFile] | None = None,
     ages: tuple[str | float, ...] | list[str | float] = DEFAULT_AGES,
     **options,
 ) -> list[dict]:
-    """One row per device and bits per cell: ``name``, ``bits_per_cell``, ``mean_cell_error_rate`` and
+    """One row per cell model and bits per cell: ``name``, ``bits_per_cell``, ``mean_cell_error_rate`` and
     ``worst_level_error_rate`` (fresh), ``source`` (of the level tables), ``measured_to_s`` (longest
     measured retention time, None without retention figures), and ``error_rate_at`` /
     ``worst_error_rate_at``: {age label: rate} at ``ages`` (None where the file has no retention
@@ -545,17 +443,17 @@ def device_table(
     rows = []
     labels = [a if isinstance(a, str) else format_age(float(a)) for a in ages]
     seconds = [parse_age(a) for a in ages]
-    for dev in devices if devices is not None else shipped_devices():
-        spec = load_device(dev)
+    for dev in cell_models if cell_models is not None else shipped_cell_models():
+        spec = load_cell_model(dev)
         relax = Relaxation.from_file(spec)
         for bits in spec.bits_per_cell:
-            fresh = reram(bits, device=spec, **options).describe()
+            fresh = reram(bits, cell_model=spec, **options).describe()
             at, worst, extrap = {}, {}, []
             for label, t in zip(labels, seconds, strict=True):
                 if relax is None and t > 1.0:
                     at[label] = worst[label] = None
                     continue
-                d = reram(bits, device=spec, age_s=t, **options)
+                d = reram(bits, cell_model=spec, age_s=t, **options)
                 info = d.describe()
                 at[label] = info["mean_cell_error_rate"]
                 worst[label] = info["worst_level_error_rate"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qmc_edge.memory.models import MRAMBitFlips
+from qmc_edge.memory.counter_rng import Generator, uniform
 
 ECC_MODES = ("none", "secded")
 ON_DETECTED = ("as_read", "zero")
@@ -32,6 +32,34 @@ _POS_TO_DATA[_DATA_POS] = torch.arange(WORD_DATA_BITS)
 _CHECK_POS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 0], dtype=torch.int64)
 
 assert _DATA_POS.numel() == WORD_DATA_BITS
+
+
+@dataclass
+class MRAMBitFlips:
+    """STT-MRAM: independent bit flips at ``ber`` per stored bit per read.
+
+    Default 0: with ECC, MRAM bits are usually treated as error-free (Intel 22FFL, ISSCC 2019; see
+    shared/reference/devices.md); 1e-9..1e-6 is the sensitivity range the reference suggests.
+
+    A tensor's reads go through :class:`qmc_edge.memory.mram.MRAMFaults` (a subclass adding the ECC
+    option), which flips every bit the tensor keeps in MRAM; an instance of this class is accepted
+    there as ``MRAMFaults(ber, ecc=None)``. :meth:`flip` stays for flipping a bare code array.
+    """
+
+    ber: float = 0.0
+
+    def flip(self, codes: torch.Tensor, bits: int, generator: Generator) -> torch.Tensor:
+        """Flip bits of two's-complement ``bits``-bit integer codes. The uniforms are float64: a
+        float32 draw is a multiple of 2**-24, so ``u < ber`` would flip at 6e-8 for any ber below it."""
+        if self.ber <= 0 or codes.numel() == 0:
+            return codes.clone()
+        mask_bits = uniform((codes.numel(), bits), generator).to(codes.device) < self.ber
+        weights = (1 << torch.arange(bits, device=codes.device)).to(torch.int64)
+        xor = (mask_bits.to(torch.int64) * weights).sum(dim=1).reshape(codes.shape)
+        unsigned = codes.to(torch.int64) & ((1 << bits) - 1)
+        flipped = unsigned ^ xor
+        signed = torch.where(flipped >= (1 << (bits - 1)), flipped - (1 << bits), flipped)
+        return signed.to(codes.dtype)
 
 
 @dataclass

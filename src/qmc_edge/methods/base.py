@@ -16,8 +16,9 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from qmc_edge.memory.models import DeviceModel, MRAMBitFlips
-from qmc_edge.methods.options import DEVICE_DEFAULTS, _reram_model
+from qmc_edge.memory.models import CellModel
+from qmc_edge.memory.mram import MRAMBitFlips
+from qmc_edge.methods.options import RERAM_DEFAULTS, reram_for_options
 from qmc_edge.parallel import map_tensors
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
@@ -91,20 +92,20 @@ class MethodSpec(BaseModel):
     @property
     def cell_bits_used(self) -> int | None:
         """Bits per ReRAM cell when the codes live in ReRAM, else None."""
-        return self.device().bits_per_cell if self.uses_reram else None
+        return self.cells().bits_per_cell if self.uses_reram else None
 
-    def device(self, for_search: bool = False) -> DeviceModel:
+    def cells(self, for_search: bool = False) -> CellModel:
         """The ReRAM model that holds the codes (only for methods that use ReRAM): read at ``age``, or,
         with ``for_search``, at the ``target_age`` the noise-aware clip search optimises for."""
         if not self.uses_reram:
             raise ValueError(f"{self.name} stores no codes in ReRAM")
-        opt = {k: getattr(self, k, None) for k in DEVICE_DEFAULTS}
-        opt = {k: (DEVICE_DEFAULTS[k] if v is None else v) for k, v in opt.items()}
+        opt = {k: getattr(self, k, None) for k in RERAM_DEFAULTS}
+        opt = {k: (RERAM_DEFAULTS[k] if v is None else v) for k, v in opt.items()}
         age = opt["target_age"] if for_search else opt["age"]
-        return _reram_model(
+        return reram_for_options(
             int(getattr(self, "cell_bits", 3) or 3),
             bool(getattr(self, "ideal_memory", False)),
-            str(opt["reram_device"]),
+            str(opt["cell_model"]),
             age,
             float(opt["noise_scale"]),
             bool(opt["write_verify"]),
@@ -131,7 +132,7 @@ class MethodSpec(BaseModel):
         """Whether reads are random, so that several seeds are meaningful."""
         if float(getattr(self, "mram_ber", None) or 0.0) > 0:  # None: a library method off ReRAM
             return True
-        return self.uses_reram and not self.device().is_ideal
+        return self.uses_reram and not self.cells().is_ideal
 
     def tag_mram(self, qt: QuantizedTensor) -> QuantizedTensor:
         """Record this spec's MRAM error correction and ReRAM cell layout on a tensor it placed."""

@@ -59,4 +59,4 @@ class EMEM(ReRAMOptions, TensorMethod):
         return f"eMEM-naive {self.bits}b {group_label(self.group_size)} @{self.cell_bits}b/cell{ideal}"
 
     def quantize_tensor(self, w: torch.Tensor):
-        return self.tag_mram(quantize_emem_naive(w, self.bits, self.device(for_search=True), self.group_size or None))
+        return self.tag_mram(quantize_emem_naive(w, self.bits, self.cells(for_search=True), self.group_size or None))

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from qmc_edge.methods.base import MethodSpec, place_in_reram
 from qmc_edge.methods.options import (
-    DEVICE_DEFAULTS,
+    RERAM_DEFAULTS,
     OptionalReRAMOptions,
     bits_field,
     cell_field,
@@ -33,7 +33,7 @@ class LibraryMethod(OptionalReRAMOptions, MethodSpec):
     mram_ecc: Literal["none", "secded"] | None = Field(None, description="MRAM error correction (with reram=true)")
 
     shown = frozenset({"bits", "group_size", "reram", "cell_bits", "ideal_memory"})
-    implied = {"mram_ber": 0.0, "mram_ecc": "none", **{k: v for k, v in DEVICE_DEFAULTS.items() if k != "target_age"}}
+    implied = {"mram_ber": 0.0, "mram_ecc": "none", **{k: v for k, v in RERAM_DEFAULTS.items() if k != "target_age"}}
 
     @model_validator(mode="before")
     @classmethod
@@ -46,11 +46,11 @@ class LibraryMethod(OptionalReRAMOptions, MethodSpec):
             data.setdefault("ideal_memory", False)
             data.setdefault("mram_ber", 0.0)
             data.setdefault("mram_ecc", "none")
-            for key, value in DEVICE_DEFAULTS.items():
+            for key, value in RERAM_DEFAULTS.items():
                 if key != "target_age" and value is not None:
                     data.setdefault(key, value)
         else:
-            for key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *DEVICE_DEFAULTS):
+            for key in ("cell_bits", "ideal_memory", "mram_ber", "mram_ecc", *RERAM_DEFAULTS):
                 if data.get(key) is not None:
                     raise ValueError(f"{key} applies only with reram=true (codes in ReRAM)")
         return data

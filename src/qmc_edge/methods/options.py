@@ -1,4 +1,4 @@
-"""The options methods share, declared once: code bits, groups, cells, MRAM faults, the ReRAM device
+"""The options methods share, declared once: code bits, groups, cells, MRAM faults, the ReRAM cell model
 options (as two pydantic models to inherit, required or optional), and calibration; each with its
 check, so every method validates an option the same way and says the same thing when it is wrong.
 """
@@ -29,14 +29,14 @@ def ideal_field() -> Any:
     return Field(False, description="error-free cells of the same size (ablation)")
 
 
-# ReRAM device options (emem, qmc, and the library methods with reram=true): which device file, when
+# ReRAM cell model options (emem, qmc, and the library methods with reram=true): which cell-model file, when
 # the cells are read (age since programming), and what-if knobs; declared once, here, as
 # name: (type, default, help). ``target_age`` (what the clip search optimises for) is qmc's own.
 RERAM_OPTIONS: dict[str, tuple[Any, object, str]] = {
-    "reram_device": (
+    "cell_model": (
         str,
         "nvmexplorer_rram",
-        "ReRAM device file: a shipped name (`qmc devices`) or a path to a copy you edited",
+        "ReRAM cell-model file: a shipped name (`qmc cells`) or a path to a copy you edited",
     ),
     "age": (
         str | float | None,
@@ -45,7 +45,11 @@ RERAM_OPTIONS: dict[str, tuple[Any, object, str]] = {
     ),
     "noise_scale": (float, 1.0, "multiplier on the programmed level sigmas (what if cells are k times as noisy)"),
     "write_verify": (bool, False, "tighter write-verify programming (narrower programmed sigmas, sourced factor)"),
-    "read_noise": (bool, False, "add the device file's per-read conductance noise, redrawn at every read of a chip"),
+    "read_noise": (
+        bool,
+        False,
+        "add the cell-model file's per-read conductance noise, redrawn at every read of a chip",
+    ),
     "read_share": (
         float | None,
         None,
@@ -64,14 +68,14 @@ RERAM_OPTIONS: dict[str, tuple[Any, object, str]] = {
 }
 TARGET_AGE_HELP = "age the noise-aware clip search optimises for (qmc; default fresh)"
 
-#: Every device option's default (``target_age`` included) and help, by name.
-DEVICE_DEFAULTS: dict[str, object] = {k: d for k, (_, d, _) in RERAM_OPTIONS.items()} | {"target_age": None}
-DEVICE_HELP: dict[str, str] = {k: h for k, (_, _, h) in RERAM_OPTIONS.items()} | {"target_age": TARGET_AGE_HELP}
+#: Every ReRAM option's default (``target_age`` included) and help, by name.
+RERAM_DEFAULTS: dict[str, object] = {k: d for k, (_, d, _) in RERAM_OPTIONS.items()} | {"target_age": None}
+RERAM_HELP: dict[str, str] = {k: h for k, (_, _, h) in RERAM_OPTIONS.items()} | {"target_age": TARGET_AGE_HELP}
 
 
-def check_device_options(spec: Any) -> None:
-    """Validate the device options of ``spec`` (ages parse, scale positive, the device file loads)."""
-    from qmc_edge.memory.files import load_device, parse_age
+def check_reram_options(spec: Any) -> None:
+    """Validate the ReRAM options of ``spec`` (ages parse, scale positive, the cell-model file loads)."""
+    from qmc_edge.memory.files import load_cell_model, parse_age
 
     for key in ("age", "target_age"):
         v = getattr(spec, key, None)
@@ -83,9 +87,9 @@ def check_device_options(spec: Any) -> None:
     ns = spec.noise_scale
     if ns is not None and not 0 < ns <= 100:
         raise ValueError(f"noise_scale must be in (0, 100], got {ns}")
-    dev = spec.reram_device
+    dev = spec.cell_model
     if dev is not None:
-        load_device(dev)
+        load_cell_model(dev)
     # Options that would do nothing are refused, so that a label never claims what was not run.
     bits, cells = getattr(spec, "bits", None), getattr(spec, "cell_bits", None)
     if getattr(spec, "cell_layout", None) == "spread" and bits and cells and bits % cells == 0:
@@ -97,13 +101,13 @@ def check_device_options(spec: Any) -> None:
 
 
 @lru_cache(maxsize=64)
-def _reram_model(
+def reram_for_options(
     cell_bits: int, ideal: bool, dev: str, age: object, scale: float, wv: bool, rn: bool, ref: str, share: float | None
 ):
     return reram(
         cell_bits,
         ideal=ideal,
-        device=dev,
+        cell_model=dev,
         age_s=0.0 if age is None else age,
         noise_scale=scale,
         write_verify=wv,
@@ -149,8 +153,8 @@ def _reram_options(name: str, optional: bool) -> type[BaseModel]:
     """The ReRAM options as a pydantic model to inherit: defaults as declared, or None everywhere when
     ``optional`` (methods whose codes are in ReRAM only with ``reram=true``)."""
 
-    def _check_device(self):
-        check_device_options(self)
+    def _check_reram(self):
+        check_reram_options(self)
         return self
 
     fields = {
@@ -160,13 +164,13 @@ def _reram_options(name: str, optional: bool) -> type[BaseModel]:
     return create_model(
         name,
         __config__=ConfigDict(extra="forbid", frozen=True, strict=True),
-        __doc__="The ReRAM device options" + (" (None unless the codes are in ReRAM)." if optional else "."),
-        __validators__={"_check_device": model_validator(mode="after")(_check_device)},
+        __doc__="The ReRAM cell model options" + (" (None unless the codes are in ReRAM)." if optional else "."),
+        __validators__={"_check_reram": model_validator(mode="after")(_check_reram)},
         **fields,
     )
 
 
-#: The device options of a method whose codes always live in ReRAM (emem, qmc).
+#: The ReRAM options of a method whose codes always live in ReRAM (emem, qmc).
 ReRAMOptions = _reram_options("ReRAMOptions", optional=False)
 #: The same options where ReRAM is optional (reram=true): None unless the codes are in ReRAM.
 OptionalReRAMOptions = _reram_options("OptionalReRAMOptions", optional=True)

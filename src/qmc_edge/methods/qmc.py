@@ -57,7 +57,7 @@ class QMC(ReRAMOptions, TensorMethod):
         "symmetric", description="outlier codes: symmetric (x scale), or offset (sign + magnitude above the threshold)"
     )
     n_clip: int = Field(20, description="clipping ratios searched per group (>= 1; 1 = min-max)")
-    noise_aware: bool = Field(True, description="include device read errors in the clip search")
+    noise_aware: bool = Field(True, description="include ReRAM read errors in the clip search")
     clip_search: Literal["grid", "descent"] = Field(
         "grid", description="clip ratios per group: all of them (grid), or a descent over them (~2.5x fewer)"
     )
@@ -69,7 +69,7 @@ class QMC(ReRAMOptions, TensorMethod):
         description="rounding stage: nearest, gptq (error compensation on calibration text), or any registered one",
     )
     gptq_noise: bool = Field(
-        False, description="rounding=gptq: choose codes and compensate errors by the expected device read"
+        False, description="rounding=gptq: choose codes and compensate errors by the expected ReRAM read"
     )
     budget: float | None = Field(
         None,
@@ -197,7 +197,7 @@ class QMC(ReRAMOptions, TensorMethod):
             w,
             pipeline.tensor_stages(self),
             self.bits,
-            self.device(for_search=True),
+            self.cells(for_search=True),
             rho=self.rho,
             group_size=self.group_size or None,
             outlier_bits=self.outlier_bits,

@@ -41,6 +41,17 @@ PRESETS: dict[str, str] = {
 }
 
 
+# Options renamed since results were first stored: old name -> new name. A stored spec (results files,
+# stores, artifact manifests) is read under the new name; an option written the old way on the
+# command line is refused with the new name.
+LEGACY_OPTIONS: dict[str, str] = {"reram_device": "cell_model"}
+
+
+def current_options(data: dict) -> dict:
+    """A stored spec dump with its legacy option names replaced by today's (values unchanged)."""
+    return {LEGACY_OPTIONS.get(k, k): v for k, v in data.items()}
+
+
 def register(cls: type[MethodSpec]) -> type[MethodSpec]:
     """Class decorator: make ``cls`` available under the name in its ``method`` field's literal."""
     field = cls.model_fields.get("method")
@@ -99,6 +110,10 @@ def _pairs(opts: str, text: str) -> dict[str, object]:
         k, v = (s.strip() for s in kv.split("=", 1))
         if not k or not v:
             raise ValueError(f"method option {kv!r} in {text!r} needs a key and a value")
+        if k in LEGACY_OPTIONS:
+            raise ValueError(
+                f"option {k!r} in {text!r} is now called {LEGACY_OPTIONS[k]!r}; write {LEGACY_OPTIONS[k]}={v}"
+            )
         if k in fields:
             raise ValueError(f"option {k!r} is given twice in {text!r}; give it once")
         fields[k] = _coerce(v)
@@ -159,5 +174,5 @@ def spec_from_dict(data: dict) -> MethodSpec:
     """A spec from its ``model_dump()`` (results files, artifact manifests); ValueError if invalid."""
     if not isinstance(data, dict) or not isinstance(data.get("method"), str):
         raise ValueError("a method spec needs a 'method' name")
-    fields = {k: v for k, v in data.items() if k != "method"}
+    fields = {k: v for k, v in current_options(data).items() if k != "method"}
     return build(data["method"], fields)

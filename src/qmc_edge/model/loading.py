@@ -132,7 +132,7 @@ def _bos_as_the_file_says(tok, path: Path) -> None:
 def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load model and tokenizer, or raise :class:`QMCError` with a one-line reason.
 
-    ``device`` is where the model runs (evaluation, generation); quantization and device-noise
+    ``device`` is where the model runs (evaluation, generation); quantization and memory-noise
     draws stay on the CPU, so a seed gives the same weights on every machine. On a GPU, fp32
     matrix products keep full precision (TF32 stays off) so results match the CPU's.
     """

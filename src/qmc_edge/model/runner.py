@@ -26,7 +26,7 @@ class EvalSettings:
     max_windows: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     bos_id: int | None = None
-    rng: str = "torch"  # the device-noise generator (QuantizedModel.realise): torch, or philox
+    rng: str = "torch"  # the memory-noise generator (QuantizedModel.realise): torch, or philox
 
 
 def _noop(_: str, __: int, ___: int) -> None:
@@ -47,7 +47,7 @@ def run_method(
     read of that chip and the tasks take its read 0.
 
     A loaded artifact evaluated as ``fp`` is evaluated as what it stores: its own method, storage
-    report and, for noisy memories, one device-noise read per seed (the artifact's cells are the
+    report and, for noisy memories, one memory-noise read per seed (the artifact's cells are the
     hardware's state; reading it noise-free would hide what the export is for).
     """
     stored = getattr(lm, "quantized", None) if spec.method == "fp" else None
@@ -101,7 +101,7 @@ def run_method(
         "spec": spec.model_dump(),
         "bits": spec.nominal_bits,
         "noisy": spec.noisy,
-        "device": spec.device().describe() if spec.uses_reram else None,
+        "cell_model": spec.cells().describe() if spec.uses_reram else None,
         "effective_bits": report["effective_bits"] if qm is not None else 16.0,
         "compression_quantized_layers": report["compression_quantized_layers"],
         "compression_whole_model": report["compression_whole_model"],

@@ -32,7 +32,7 @@ import torch
 
 from qmc_edge.errors import QMCError
 from qmc_edge.memory.cells import code_transition_matrix
-from qmc_edge.memory.models import DeviceModel
+from qmc_edge.memory.models import CellModel
 from qmc_edge.parallel import map_tensors
 from qmc_edge.quant import level_map as lm
 from qmc_edge.quant.qtensor import OutlierTable, QuantizedTensor
@@ -113,15 +113,15 @@ def skeleton_bits(shape: tuple[int, int], spec, opt: Option) -> int:
     return qt.storage().total
 
 
-def expected_sq_error(w: torch.Tensor, qt: QuantizedTensor, device: DeviceModel) -> torch.Tensor:
-    """Per weight, the expected squared error of one read of ``qt`` from ``device`` (analytic)."""
+def expected_sq_error(w: torch.Tensor, qt: QuantizedTensor, cell_model: CellModel) -> torch.Tensor:
+    """Per weight, the expected squared error of one read of ``qt`` from ``cell_model`` (analytic)."""
     w = w.detach().float()
     e = qt.dequantize() - w
     out = e * e
-    if device.is_ideal or qt.code_memory != "reram":
+    if cell_model.is_ideal or qt.code_memory != "reram":
         return out
     inl = qt.inliers
-    p = code_transition_matrix(inl.bits, device, qt.cell_layout, None)
+    p = code_transition_matrix(inl.bits, cell_model, qt.cell_layout, None)
     perm = None if qt.level_map is None else qt.level_map.numpy().astype(np.int64)
     m1, m2 = lm.moments(p, perm)
     idx = torch.arange(qt.shape[1]) // inl.group_size
@@ -223,7 +223,7 @@ def choose_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, pro
         w = params[name].detach().cpu()
         s = specs[o]
         qt = s.quantize_tensor(w, sens.get(name))
-        err = expected_sq_error(w, qt, s.device(for_search=True))
+        err = expected_sq_error(w, qt, s.cells(for_search=True))
         f = sens.get(name)
         return Candidate(o, qt.storage().total, float((err if f is None else err * f).double().sum()))
 

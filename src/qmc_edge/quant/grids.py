@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qmc_edge.memory.models import DeviceModel
+from qmc_edge.memory.models import CellModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.uniform import UniformCodes, quantize_uniform
 
@@ -16,12 +16,12 @@ def quantize_rtn(w: torch.Tensor, bits: int, group_size: int | None = 128) -> Qu
 
 
 def quantize_emem_naive(
-    w: torch.Tensor, bits: int, device: DeviceModel, group_size: int | None = 128
+    w: torch.Tensor, bits: int, cell_model: CellModel, group_size: int | None = 128
 ) -> QuantizedTensor:
     """RTN codes of the whole tensor (no outlier split, no noise awareness) stored in multi-level
     ReRAM; scales and zero points in MRAM, as a plain emerging-memory deployment would."""
     q = quantize_rtn(w, bits, group_size)
-    q.code_memory, q.cell_bits, q.meta_memory = "reram", device.bits_per_cell, "mram"
+    q.code_memory, q.cell_bits, q.meta_memory = "reram", cell_model.bits_per_cell, "mram"
     return q
 
 

@@ -2,7 +2,7 @@
 
 Why: inlier codes are far from uniform (a group's centre codes dominate), and multi-level ReRAM
 levels are far from equally reliable (the end levels of a 3-bit cell fail 10-50x less often than
-the middle ones in the shipped device tables). The plain assignment (code q in the pattern of q)
+the middle ones in the shipped cell model tables). The plain assignment (code q in the pattern of q)
 ignores both. A permutation ``perm`` stores logical code q as the physical code ``perm[q]`` (whose
 bits then go through the usual cell mapping of :mod:`qmc_edge.memory.cells`), and a read decodes the
 physical code r back to ``inverse[r]``. For a tensor whose inlier codes q_i have step s_i and

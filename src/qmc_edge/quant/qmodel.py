@@ -1,5 +1,5 @@
 """A quantized model: the quantized tensors of one model under one method, and how one read of them
-(noise-free, or one device-noise realisation per seed) is written into the torch model.
+(noise-free, or one memory-noise realisation per seed) is written into the torch model.
 
 Kept apart from the methods and from the whole-model driver so that both can use it without
 importing each other.
@@ -34,7 +34,7 @@ class ReadSpec(Protocol):
     @property
     def uses_reram(self) -> bool: ...
 
-    def device(self, for_search: bool = False) -> Any: ...
+    def cells(self, for_search: bool = False) -> Any: ...
 
     def mram(self) -> Any: ...
 
@@ -66,9 +66,9 @@ class QuantizedModel:
 
     @property
     def rereads(self) -> bool:
-        """Whether part of the device error is read noise, drawn afresh at every read of one chip:
+        """Whether part of the memory error is read noise, drawn afresh at every read of one chip:
         then each evaluation pass (a perplexity window, a task run) takes a new ``read``."""
-        return self.spec.noisy and self.spec.uses_reram and self.spec.device().rereads
+        return self.spec.noisy and self.spec.uses_reram and self.spec.cells().rereads
 
     def realise(self, model: torch.nn.Module, seed: int | None, read: int = 0, rng: str = "torch") -> None:
         """Write one read of every quantized tensor into ``model``: the noise-free read for ``seed``
@@ -85,9 +85,9 @@ class QuantizedModel:
             raise ValueError(f"rng must be one of {', '.join(RNGS)}, got {rng!r}")
         params = dict(model.named_parameters(remove_duplicate=False))
         noisy = seed is not None and self.spec.noisy
-        devices = self._devices() if noisy and self.spec.uses_reram else {}
+        cell_models = self._cell_models() if noisy and self.spec.uses_reram else {}
         mram = self.spec.mram() if noisy else None
-        rereads = any(d.rereads for d in devices.values())
+        rereads = any(d.rereads for d in cell_models.values())
 
         def one(name: str) -> None:
             # Each tensor draws from its own generators, so the threads of map_tensors cannot change a read.
@@ -95,8 +95,8 @@ class QuantizedModel:
             rgen = _generator(rng, seed, f"{name}\0read {read}") if rereads else None
             with torch.no_grad():  # thread-local: set in the worker
                 qt = self.tensors[name]
-                device = devices.get(qt.cell_bits) if qt.code_memory == "reram" else None
-                w = read_tensor(qt, device, mram, gen, rgen if device is not None and device.rereads else None)
+                cells = cell_models.get(qt.cell_bits) if qt.code_memory == "reram" else None
+                w = read_tensor(qt, cells, mram, gen, rgen if cells is not None and cells.rereads else None)
                 if name not in self.reference:  # the original, kept the first time it is overwritten
                     self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w.to(params[name].dtype))
@@ -108,7 +108,7 @@ class QuantizedModel:
                     self.reference[name] = params[name].detach().clone()
                 params[name].copy_(w)
 
-    def _devices(self) -> dict:
+    def _cell_models(self) -> dict:
         """The ReRAM read model per bits-per-cell that the tensors use: the spec's device, in cells of
         each tensor's size (a budget gives tensors different cells)."""
         cells = {qt.cell_bits for qt in self.tensors.values() if qt.code_memory == "reram"}
@@ -116,7 +116,7 @@ class QuantizedModel:
         out = {}
         for c in cells:
             spec = self.spec if c == base or base is None else self.spec.model_copy(update={"cell_bits": c})
-            out[c] = spec.device()
+            out[c] = spec.cells()
         return out
 
     def restore(self, model: torch.nn.Module) -> None:

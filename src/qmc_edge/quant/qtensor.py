@@ -1,6 +1,6 @@
 """A quantized weight tensor: what is stored, where it is stored, and what a read returns.
 
-One container for every method so that storage accounting and device noise apply to all of them
+One container for every method so that storage accounting and memory noise apply to all of them
 in the same way. Memories are named ``reram`` (multi-level cells, noisy), ``mram`` (on-chip,
 bit flips at a BER, default error-free) and ``dram`` (ideal off-chip memory).
 

@@ -85,12 +85,13 @@ import torch
 
 from qmc_edge.memory.cells import read_codes
 from qmc_edge.memory.counter_rng import Generator, uniform
-from qmc_edge.memory.models import DeviceModel, MRAMBitFlips
+from qmc_edge.memory.models import CellModel
 from qmc_edge.memory.mram import (
     CORRECTED,
     DETECTED,
     ECC_MODES,
     WORD_DATA_BITS,
+    MRAMBitFlips,
     check_bits_for,
     secded_decode,
 )
@@ -357,7 +358,7 @@ def _decode_fields(qt: QuantizedTensor, res: MRAMRead) -> None:
 
 def read_tensor(
     qt: QuantizedTensor,
-    device: DeviceModel | None = None,
+    cell_model: CellModel | None = None,
     mram: MRAMBitFlips | None = None,
     generator: torch.Generator | None = None,
     read_generator: torch.Generator | None = None,
@@ -366,7 +367,7 @@ def read_tensor(
 
     ``generator`` draws the chip: the programming error of the cells and the MRAM faults, the
     same for every read of that chip; ``read_generator`` draws the per-read noise of a device that
-    :attr:`~qmc_edge.memory.models.DeviceModel.rereads` (none: the whole error comes from ``generator``).
+    :attr:`~qmc_edge.memory.models.CellModel.rereads` (none: the whole error comes from ``generator``).
 
     ``mram`` (an :class:`qmc_edge.memory.mram.MRAMFaults`, or a plain ``MRAMBitFlips``) flips bits in
     every MRAM field when the metadata is in MRAM, decoded through the tensor's ``mram_ecc``
@@ -376,9 +377,9 @@ def read_tensor(
     codes = qt.inliers.codes
     lmap = None if qt.level_map is None else qt.level_map.long()
     phys = None  # the physical codes a ReRAM read returned, still to decode through the table
-    if device is not None and qt.code_memory == "reram" and not device.is_ideal:
+    if cell_model is not None and qt.code_memory == "reram" and not cell_model.is_ideal:
         phys = codes if lmap is None else lmap[codes.long()].to(codes.dtype)
-        phys = read_codes(phys, qt.inliers.bits, device, generator, qt.cell_layout, None, read_generator)
+        phys = read_codes(phys, qt.inliers.bits, cell_model, generator, qt.cell_layout, None, read_generator)
     in_mram = mram is not None and qt.meta_memory == "mram"
     if in_mram:
         effective_ecc(qt, mram)  # a mismatched ECC is a bug even when nothing flips

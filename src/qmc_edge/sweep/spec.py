@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.errors import QMCError
+from qmc_edge.methods.registry import LEGACY_OPTIONS
 
 EMBEDDED = "embedded"
 
@@ -194,8 +195,10 @@ def model_identity(model: str) -> dict:
 def method_identity(ms) -> dict:
     """The method and the options it sets away from their defaults. Defaults are the version's (the
     version is in the key), so a new option whose default keeps today's behaviour leaves every
-    existing key, and the results stored under it, valid."""
-    return {"method": ms.method, **ms.model_dump(exclude_defaults=True)}
+    existing key, and the results stored under it, valid. A renamed option keys under the name it
+    was stored with (:data:`~qmc_edge.methods.registry.LEGACY_OPTIONS`), for the same reason."""
+    stored_as = {new: old for old, new in LEGACY_OPTIONS.items()}
+    return {"method": ms.method, **{stored_as.get(k, k): v for k, v in ms.model_dump(exclude_defaults=True).items()}}
 
 
 def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:

@@ -12,6 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
+from qmc_edge.methods.registry import current_options
 from qmc_edge.sweep.store import Store
 from qmc_edge.tasks.evaluate import summarise
 
@@ -34,7 +35,7 @@ def _point_row(rows: list[dict]) -> dict:
     out = {
         "method": r0["method"],
         "method_text": r0["method_text"],
-        "spec": json.loads(r0["spec_json"]),
+        "spec": current_options(json.loads(r0["spec_json"])),
         "noisy": noisy,
         "effective_bits": r0["bits_per_weight"],
         "whole_model_bits": r0["whole_model_bits"],

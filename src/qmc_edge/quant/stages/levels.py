@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from qmc_edge.memory.cells import code_transition_matrix
-from qmc_edge.memory.models import DeviceModel
+from qmc_edge.memory.models import CellModel
 from qmc_edge.quant import level_map as lm
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages.kinds import register_stage
@@ -38,18 +38,18 @@ class LevelAssignment:
         return cls()
 
     def assign(
-        self, w: torch.Tensor, inl: UniformCodes, mask: torch.Tensor, device: DeviceModel, layout: str, refit: Refit
+        self, w: torch.Tensor, inl: UniformCodes, mask: torch.Tensor, cell_model: CellModel, layout: str, refit: Refit
     ) -> tuple[UniformCodes, torch.Tensor | None]:
         """(the grid, the permutation) for the inliers ``inl`` of ``w`` (``mask`` True)."""
         raise NotImplementedError
 
-    def reassign(self, w: torch.Tensor, qt: QuantizedTensor, device: DeviceModel) -> None:
+    def reassign(self, w: torch.Tensor, qt: QuantizedTensor, cell_model: CellModel) -> None:
         """Choose ``qt``'s permutation again for codes a rounding stage changed (GPTQ)."""
 
 
 @register_stage("levels", "identity")
 class Identity(LevelAssignment):
-    def assign(self, w, inl, mask, device, layout, refit):
+    def assign(self, w, inl, mask, cell_model, layout, refit):
         return inl, None
 
 
@@ -59,10 +59,10 @@ def _stats(w, inl, mask):
 
 @register_stage("levels", "best")
 class BestMap(LevelAssignment):
-    def assign(self, w, inl, mask, device, layout, refit):
-        if device.is_ideal:
+    def assign(self, w, inl, mask, cell_model, layout, refit):
+        if cell_model.is_ideal:
             return inl, None
-        p = code_transition_matrix(inl.bits, device, layout, None)
+        p = code_transition_matrix(inl.bits, cell_model, layout, None)
         ident = np.arange(2**inl.bits)
         st = _stats(w, inl, mask)
         perm = lm.best_level_map(p, *st)
@@ -77,15 +77,15 @@ class BestMap(LevelAssignment):
             return best[0], None  # the plain assignment: no table to store
         return best[0], torch.from_numpy(best[1].astype(np.uint8))
 
-    def reassign(self, w, qt, device):
-        if device.is_ideal or qt.code_memory != "reram":
+    def reassign(self, w, qt, cell_model):
+        if cell_model.is_ideal or qt.code_memory != "reram":
             return
         inl = qt.inliers
         mask = torch.ones(qt.numel, dtype=torch.bool)
         if qt.outliers is not None:
             mask[qt.outliers.index] = False
         mask = mask.reshape(qt.shape)
-        p = code_transition_matrix(inl.bits, device, qt.cell_layout, None)
+        p = code_transition_matrix(inl.bits, cell_model, qt.cell_layout, None)
         perm = lm.best_level_map(p, *_stats(w.detach().float(), inl, mask))
         best = None if np.array_equal(perm, np.arange(2**inl.bits)) else torch.from_numpy(perm.astype(np.uint8))
         qt.level_map = best

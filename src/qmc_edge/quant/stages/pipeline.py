@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from qmc_edge.memory.cells import code_error_moments
-from qmc_edge.memory.models import DeviceModel
+from qmc_edge.memory.models import CellModel
 from qmc_edge.quant.qmodel import QuantizedModel
 from qmc_edge.quant.qtensor import QuantizedTensor
 from qmc_edge.quant.stages.grid import GridFit, UniformGrid
@@ -46,7 +46,7 @@ def quantize_tensor(
     w: torch.Tensor,
     stages: TensorStages,
     bits: int,
-    device: DeviceModel,
+    cell_model: CellModel,
     *,
     rho: float = 0.01,
     group_size: int | None = 128,
@@ -56,7 +56,7 @@ def quantize_tensor(
     cell_layout: str = "left",
     sensitivity: torch.Tensor | None = None,
 ) -> QuantizedTensor:
-    """One 2-D weight through the per-tensor stages. ``device`` is the ReRAM model that will hold the
+    """One 2-D weight through the per-tensor stages. ``cell_model`` is the ReRAM model that will hold the
     inliers (the grid minimises the expected error of its reads when ``noise_aware``), ``cell_layout``
     how a partial last cell holds its bits; ``sensitivity``: the weight's Fisher diagonal, for an
     outliers stage that ranks by it."""
@@ -65,15 +65,17 @@ def quantize_tensor(
     flat = torch.ones(w.numel(), dtype=torch.bool)
     flat[idx] = False
     mask = flat.reshape(w.shape)
-    moments = code_error_moments(bits, device, cell_layout, None) if noise_aware and not device.is_ideal else None
+    moments = (
+        code_error_moments(bits, cell_model, cell_layout, None) if noise_aware and not cell_model.is_ideal else None
+    )
     inl = stages.grid.fit(w, bits, group_size, mask, moments)
     refit = (lambda m, g=inl.group_size: stages.grid.fit(w, bits, g, mask, m)) if noise_aware else None
-    inl, perm = stages.levels.assign(w, inl, mask, device, cell_layout, refit)
+    inl, perm = stages.levels.assign(w, inl, mask, cell_model, cell_layout, refit)
     return QuantizedTensor(
         shape=tuple(w.shape),
         inliers=inl,
         code_memory="reram",
-        cell_bits=device.bits_per_cell,
+        cell_bits=cell_model.bits_per_cell,
         meta_memory="mram",
         cell_layout=cell_layout,
         outliers=outlier_table(idx, w.reshape(-1)[idx], outlier_bits, outlier_code),
@@ -84,7 +86,7 @@ def quantize_tensor(
 def quantize_qmc(
     w: torch.Tensor,
     bits: int,
-    device: DeviceModel,
+    cell_model: CellModel,
     rho: float = 0.01,
     group_size: int | None = 128,
     outlier_bits: int = 8,
@@ -107,7 +109,7 @@ def quantize_qmc(
         w,
         stages,
         bits,
-        device,
+        cell_model,
         rho=rho,
         group_size=group_size,
         outlier_bits=outlier_bits,

@@ -80,13 +80,13 @@ def _moments(spec: Any):
     moments are the identity assignment's: the map is chosen after the rounding."""
     if not spec.gptq_noise:
         return None
-    dev = spec.device(for_search=True)
+    dev = spec.cells(for_search=True)
     return None if dev.is_ideal else code_error_moments(spec.bits, dev, spec.layout, None)
 
 
 def _reassign_levels(spec: Any, w: torch.Tensor, qt: QuantizedTensor) -> None:
     """After GPTQ has re-rounded the codes: the levels stage's choice for the codes it chose."""
-    stage_class("levels", spec.stages()["levels"]).from_spec(spec).reassign(w, qt, spec.device(for_search=True))
+    stage_class("levels", spec.stages()["levels"]).from_spec(spec).reassign(w, qt, spec.cells(for_search=True))
 
 
 def _mask(qt: QuantizedTensor) -> torch.Tensor:
