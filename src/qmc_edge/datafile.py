@@ -288,10 +288,7 @@ def parse_yaml_model(text: str, kind: str, label: str, model: type[M], shape_hin
     data = parse_yaml(text, kind, label)
     if not isinstance(data, dict):
         raise QMCError(f"{kind} {label}: {shape_hint}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise QMCError(validation_line(exc, f"{kind} {label}")) from None
+    return validate(data, kind, label, model, shape_hint, shape_hint)
 
 
 # ---------------------------------------------------------------------------- shipped files
