@@ -253,24 +253,3 @@ def budget_info(choice: BudgetChoice, model: torch.nn.Module, tensors: dict[str,
         + sum(16 * params[n].numel() for n, o in choice.options.items() if o is None)
     )
     return {"budget": {**choice.info, "reached": used / choice.total}}
-
-
-def quantize_budget(spec, model: torch.nn.Module, names: list[str], tokenizer, progress) -> tuple[dict, dict]:
-    """Per-tensor options for ``spec.budget`` and the tensors quantized with them (round to
-    nearest): (tensors, info)."""
-    choice = choose_budget(spec, model, names, tokenizer, progress)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    keep = sorted((n for n in names if choice.options[n] is not None), key=lambda n: -params[n].numel())
-    offset = len(names) * len(OPTIONS)
-    steps = offset + len(names)
-
-    def final(name: str) -> QuantizedTensor:
-        w = params[name].detach().cpu()
-        return spec.for_option(choice.options[name]).quantize_tensor(w, choice.sensitivity.get(name))
-
-    done = (lambda i: progress(offset + i + 1, steps)) if progress else None
-    tensors = dict(zip(keep, map_tensors(final, keep, done), strict=True))
-    tensors = {n: tensors[n] for n in names if n in tensors}  # the model's order
-    if progress:
-        progress(steps, steps)
-    return tensors, budget_info(choice, model, tensors)
