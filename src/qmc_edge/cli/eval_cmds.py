@@ -1,5 +1,6 @@
-"""The evaluation run behind `qmc compare`, `ppl`, `tasks` and `demo`: methods x seeds on one model,
-its table and its JSON file. Shared by the main CLI and the tasks CLI (imports neither)."""
+"""What `qmc compare`, `ppl`, `tasks` and `demo` share around the engine
+(:mod:`qmc_edge.model.runner`): reading the text and tasks before any model loads, progress bars, the
+table and the JSON file. Shared by the main CLI and the tasks CLI (imports neither)."""
 
 from __future__ import annotations
 

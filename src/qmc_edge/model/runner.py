@@ -1,5 +1,6 @@
-"""Run methods x seeds on one loaded model and one token stream: the engine behind `compare`,
-`ppl`, `demo` and the benchmark script."""
+"""The evaluation engine: one method on one loaded model, quantized once, then every noise seed
+read and evaluated (perplexity, tasks); one row per method. Used by the commands
+(:mod:`qmc_edge.cli.eval_cmds`), sweeps and the benchmark scripts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Baselines in the same container as QMC: RTN, MXINT4 and eMEM-naive."""
+"""The simple grids the baselines use, in the same container as QMC: RTN (min-max per group),
+MXINT4 (blocks of 32 sharing a power-of-two scale) and eMEM-naive (RTN codes in ReRAM cells). The
+baselines produced by maintained libraries are :mod:`qmc_edge.libraries`."""
 
 from __future__ import annotations
 
