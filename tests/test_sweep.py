@@ -200,3 +200,52 @@ def test_a_models_identity_is_its_bytes_not_its_path(tmp_path):
     b.write_bytes(b"weightz" * 1000)
     os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later write, on any file system's clock
     assert model_identity(str(a)) != model_identity(str(b))  # same size and name, other bytes
+
+
+def test_a_damaged_point_is_reported_left_out_and_recomputed(tiny_model_dir, tmp_path):
+    """A store is validated, not trusted by its file names: a truncated file, a non-Parquet file, a
+    copied point, a point of another schema and one with a row missing its sweep are each reported by
+    `qmc report`, left out of every table, and recomputed by the next `qmc sweep`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(_spec(str(tiny_model_dir), methods=["fp"], grids=[]).model_dump()), "utf-8")
+    store = tmp_path / "st"
+    assert CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)]).exit_code == 0
+    st = Store(store)
+    (key,) = st.done()
+    good = st.points / f"{key}.parquet"
+    table = pq.read_table(good)
+
+    def as_point(name: str):  # the valid rows, saying they are point `name`
+        return table.set_column(table.schema.get_field_index("key"), "key", pa.array([name]))
+
+    def with_column(t, col: str, values):
+        return t.set_column(t.schema.get_field_index(col), col, values)
+
+    cases = {
+        "bad0": lambda p: p.write_bytes(good.read_bytes()[:100]),  # truncated
+        "bad1": lambda p: p.write_text("hello", "utf-8"),  # not Parquet at all
+        "bad2": lambda p: p.write_bytes(good.read_bytes()),  # a copy: its rows say they are another point
+        "bad3": lambda p: pq.write_table(with_column(as_point("bad3"), "ppl", pa.array(["x"])), p),
+        "bad4": lambda p: pq.write_table(as_point("bad4").drop(["deploy_json"]), p),
+        "bad5": lambda p: pq.write_table(with_column(as_point("bad5"), "sweep", pa.array([None], pa.string())), p),
+    }
+    for name, damage in cases.items():
+        damage(st.points / f"{name}.parquet")
+    valid, damaged = st.scan()
+    assert set(valid) == {key}
+    assert set(damaged) == set(cases)
+    reasons = " | ".join(damaged[k] for k in sorted(cases))
+    for needle in ("not a Parquet point", "another point", "ppl is string", "missing columns deploy_json", "sweep"):
+        assert needle in reasons, (needle, reasons)
+    assert len(st.read().to_pylist()) == 1  # only the valid point's row
+    r = CliRunner().invoke(app, ["report", str(store)])
+    assert r.exit_code == 0 and r.output.count("damaged point") == len(cases), r.output
+    assert "6 damaged point files are left out" in (store / "report.md").read_text("utf-8")
+    # The valid point damaged in place: the next sweep recomputes it (and only it).
+    good.write_bytes(good.read_bytes()[:50])
+    r = CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)])
+    assert r.exit_code == 0 and "1 damaged point files" in r.output and "done 1, skipped 0" in r.output, r.output
+    assert key in Store(store).done()

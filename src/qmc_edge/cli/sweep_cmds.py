@@ -42,9 +42,17 @@ def sweep(
         spec = load_sweep_spec(spec_file)
         points = expand(spec)
         st = Store(store)
-        done = st.done()
+        valid, damaged = st.scan()
+        done = set(valid)
         todo = [p for p in points if p.key not in done]
         out.print(f"sweep {spec.name}: {len(points)} points, {len(points) - len(todo)} already in {store}")
+        redo = sorted(k for k in damaged if k in {p.key for p in points})
+        if redo:
+            out.print(
+                f"[yellow]{len(redo)} damaged point files[/yellow] in {escape(str(store))} are recomputed: "
+                + ", ".join(f"{k} ({escape(damaged[k])})" for k in redo[:3])
+                + (" ..." if len(redo) > 3 else "")
+            )
         if dry_run:
             for p in points:
                 out.print(f"  {'done' if p.key in done else 'todo'}  {p.model}  {p.spec.name}  [{p.key}]")
@@ -115,8 +123,11 @@ def report(
 
     with errors():
         files = write_report(store, out_dir)
+        damaged = files.pop("damaged")
         for k, p in files.items():
             out.print(f"wrote {k}: {p}")
+        for key, why in sorted(damaged.items()):
+            out.print(f"[yellow]damaged point[/yellow] {escape(key)}: {escape(why)}; left out, recomputed by qmc sweep")
 
 
 def register(app: typer.Typer) -> None:

@@ -146,6 +146,7 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
     points = aggregate(store, keys)
     failed = {k: v for k, v in store.failed().items() if keys is None or k in keys}
     stale = 0 if keys is None else len(store.done() - keys)
+    damaged = store.damaged()
     name = points[0]["sweep"] if points else store.root.name
     png = frontier_plot(points, out / "frontier.png", f"sweep {name}: Pareto frontiers") if points else None
     head, body = table_rows(points)
@@ -153,6 +154,9 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
     md = [f"# Sweep {name}", "", f"{len(points)} points done, {len(failed)} failed. Store: `{store.root}`."]
     if stale:
         md.append(f"{stale} other points in the store (another spec, settings or qmc-edge version) are not shown.")
+    if damaged:
+        md.append(f"{len(damaged)} damaged point files are left out; the next `qmc sweep` recomputes them:")
+        md += [f"- `{k}`: {why}" for k, why in sorted(damaged.items())]
     md.append("")
     if png:
         md += [f"![frontier]({png.name})", ""]
@@ -177,7 +181,8 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
         f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {html.escape(name)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}"
         "table{border-collapse:collapse}</style></head><body>"
-        f"<h1>Sweep {html.escape(name)}</h1><p>{len(points)} points done, {len(failed)} failed.</p>{img}"
+        f"<h1>Sweep {html.escape(name)}</h1><p>{len(points)} points done, {len(failed)} failed, "
+        f"{len(damaged)} damaged (left out; recomputed by the next sweep).</p>{img}"
         "<table><tr>"
         + "".join(f"<th>{html.escape(h)}</th>" for h in head)
         + f"</tr>{rows_html}</table>"
@@ -187,7 +192,7 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
     )
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
-    res = {"markdown": md_path, "html": html_path}
+    res = {"markdown": md_path, "html": html_path, "damaged": damaged}
     if png:
         res["frontier"] = png
     return res

@@ -86,8 +86,40 @@ class Store:
             raise QMCError(f"store {self.root}: cannot create it ({exc.strerror or exc})") from None
         return self
 
+    def scan(self) -> tuple[dict[str, object], dict[str, str]]:
+        """Every point file read and validated: ({key: its rows as a pyarrow Table}, {key: what is
+        wrong}). A point is valid when it reads as Parquet, has every column of :data:`SCHEMA` with
+        its type, at least one row, and every row's ``key`` equal to its file name and a ``sweep``
+        and ``method``. A store is not trusted by its file names: a truncated, unreadable, foreign
+        or copied file is reported here and recomputed by the next ``qmc sweep``."""
+        pa, pq = _pa()
+        want = arrow_schema()
+        valid: dict[str, object] = {}
+        damaged: dict[str, str] = {}
+        for f in sorted(self.points.glob("*.parquet")) if self.points.is_dir() else []:
+            key = f.stem
+            try:
+                table = pq.read_table(f)
+            except OSError as exc:
+                damaged[key] = f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                continue
+            except pa.ArrowException as exc:
+                damaged[key] = f"not a Parquet point ({str(exc).splitlines()[0][:120]})"
+                continue
+            problem = _check_point(key, table, want)
+            if problem:
+                damaged[key] = problem
+            else:
+                valid[key] = table
+        return valid, damaged
+
     def done(self) -> set[str]:
-        return {p.stem for p in self.points.glob("*.parquet")} if self.points.is_dir() else set()
+        """Keys of the valid points (a damaged one is not done: the next sweep recomputes it)."""
+        return set(self.scan()[0])
+
+    def damaged(self) -> dict[str, str]:
+        """{key: what is wrong} for every point file that is not a valid point."""
+        return self.scan()[1]
 
     def failed(self) -> dict[str, dict]:
         out = {}
@@ -127,18 +159,32 @@ class Store:
         self._atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1), encoding="utf-8"))
 
     def read(self):
-        """All rows as a pyarrow Table (empty, with the schema, when nothing is done)."""
-        pa, pq = _pa()
-        files = sorted(self.points.glob("*.parquet")) if self.points.is_dir() else []
-        tables = []
-        for f in files:
-            try:
-                tables.append(pq.read_table(f))
-            except (OSError, pa.ArrowException):  # a damaged file: skipped here, recomputed after deletion
-                continue
+        """The rows of every valid point as a pyarrow Table (empty, with the schema, when none is);
+        damaged points are left out here and listed by :meth:`damaged`."""
+        pa, _ = _pa()
+        tables = list(self.scan()[0].values())
         if not tables:
             return arrow_schema().empty_table()
         return pa.concat_tables(tables, promote_options="default")
+
+
+def _check_point(key: str, table, want) -> str | None:
+    """What is wrong with a point file's table (None: nothing)."""
+    have = {f.name: f.type for f in table.schema}
+    missing = [c for c in want.names if c not in have]
+    if missing:
+        return f"missing columns {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} (another schema)"
+    for f in want:
+        if have[f.name] != f.type and str(have[f.name]) != "null":
+            return f"column {f.name} is {have[f.name]}, not {f.type} (another schema)"
+    if table.num_rows == 0:
+        return "no rows"
+    rows = table.select(["key", "sweep", "method"]).to_pylist()
+    if any(r["key"] != key for r in rows):
+        return "its rows belong to another point (a copied or renamed file)"
+    if any(not r["sweep"] or not r["method"] for r in rows):
+        return "a row without its sweep or method"
+    return None
 
 
 def arrow_schema():
