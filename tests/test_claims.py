@@ -213,3 +213,37 @@ def test_qmc_claims_bad_input_is_one_line_before_work(tmp_path):
     dup.write_text("claims: {}\nclaims: {}\n", encoding="utf-8")
     r = CliRunner().invoke(app, ["claims", "--ledger", str(dup)])
     assert r.exit_code != 0 and "duplicate key 'claims'" in r.output
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("{not json", "not JSON"),
+        ("", "not JSON"),
+        (json.dumps({"model": "m.gguf", "rows": {"a": 1}}), "'rows' must be a list"),
+        (json.dumps({"model": "m.gguf", "rows": [_row("qmc3", -5.0)]}), "ppl_mean must be a perplexity"),
+        (json.dumps({"model": "m.gguf", "rows": [{**_row("qmc3", 60.0), "eval": [1]}]}), "eval must be a mapping"),
+        (
+            json.dumps({"model": "m.gguf", "rows": [{**_row("qmc3", 60.0), "eval": {"tokens_scored": "9"}}]}),
+            "tokens_scored must be a whole number",
+        ),
+        (json.dumps({"model": "m.gguf", "rows": [{**_row("qmc3", 60.0), "tasks": []}]}), "tasks must be a mapping"),
+    ],
+)
+def test_a_bad_results_file_is_one_line_naming_it(tmp_path, content, needle):
+    from qmc_edge.claims.accuracy import results_with_rows
+
+    f = tmp_path / "r.json"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(QMCError, match=needle) as exc:
+        results_with_rows([f])
+    assert str(f) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_json_of_another_kind_is_not_counted_as_a_results_file(tmp_path):
+    from qmc_edge.claims.accuracy import results_files, results_with_rows
+
+    (tmp_path / "summary.json").write_text(json.dumps({"cost": [1, 2]}), encoding="utf-8")
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    good = _results_file(tmp_path, "/x/SmolLM2-135M.gguf", [_row("qmc3", 60.0)])
+    assert results_with_rows(results_files([tmp_path])) == [good]

@@ -70,18 +70,55 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_rows(path: Path) -> list[tuple[dict, list[dict]]]:
-    """(payload, rows) of a results file, or of each (sweep, model) of a results store."""
+    """(payload, rows) of a results file, or of each (sweep, model) of a results store. A file that
+    cannot be read or is not JSON is an error naming it; JSON of another kind (a benchmark's summary,
+    with no ``rows``) has no rows; a row whose accuracy fields have the wrong type is an error."""
     if path.is_dir():
         from qmc_edge.sweep.tables import payloads
 
         return [(d, d["rows"]) for d in payloads(path)]
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QMCError(f"results file {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise QMCError(
+            f"results file {path}: not JSON ({exc.msg} at line {exc.lineno}); pass a file written with --json"
+        ) from None
+    if not isinstance(d, dict) or "rows" not in d:
         return []
-    if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or not isinstance(d.get("model"), str):
-        return []
-    return [(d, [r for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)])]
+    if not isinstance(d["rows"], list) or not isinstance(d.get("model"), str):
+        raise QMCError(
+            f"results file {path}: 'rows' must be a list and 'model' a string; pass a file written with --json"
+        )
+    rows = [r for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)]
+    for i, r in enumerate(rows):
+        problem = _row_problem(r)
+        if problem:
+            raise QMCError(f"results file {path}: row {i} ({r.get('method', '?')}): {problem}")
+    return [(d, rows)]
+
+
+def _row_problem(r: dict) -> str | None:
+    """What is wrong with the accuracy fields of one results row (None: nothing)."""
+    ppl = r.get("ppl_mean")
+    if ppl is not None and (isinstance(ppl, bool) or not isinstance(ppl, int | float) or not ppl >= 1.0):
+        return f"ppl_mean must be a perplexity (a number >= 1), got {ppl!r}"
+    for key in ("eval", "tasks"):
+        if r.get(key) is not None and not isinstance(r[key], dict):
+            return f"{key} must be a mapping, got {type(r[key]).__name__}"
+    tokens = (r.get("eval") or {}).get("tokens_scored")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0):
+        return f"eval.tokens_scored must be a whole number, got {tokens!r}"
+    seeds = r.get("ppl_per_seed")
+    if seeds is not None and not isinstance(seeds, list):
+        return f"ppl_per_seed must be a list, got {type(seeds).__name__}"
+    return None
+
+
+def results_with_rows(files: list[Path]) -> list[Path]:
+    """The files (and stores) among ``files`` that hold results rows: what the accuracy is read from."""
+    return [f for f in files if any(rows for _, rows in _load_rows(f))]
 
 
 def find_accuracy(spec, arch_name: str, files: list[Path]) -> list[dict]:

@@ -96,7 +96,7 @@ def claims(
     reach, and why), every step sourced or marked as an assumption, with the measured accuracy."""
     from importlib import resources
 
-    from qmc_edge.claims.accuracy import results_files
+    from qmc_edge.claims.accuracy import results_files, results_with_rows
     from qmc_edge.claims.ledger import CLAIMS, load_ledger, run_ledger, storage_cost_fn
     from qmc_edge.cli.common import check_output_dir, out, progress_bars, run_env
     from qmc_edge.cli.common import errors as _errors
@@ -128,6 +128,7 @@ def claims(
             files = results_files([p for p in DEFAULT_RESULTS if p.is_dir()])
         else:
             files = results_files(results)
+        files = results_with_rows(files)  # read and checked before the model loads; what is counted
         check_writable(json_path)
         check_output_dir(plots, "--plots")
         lm = _load(storage_model)
