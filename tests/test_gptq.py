@@ -232,3 +232,40 @@ def test_gptq_with_fisher_ranked_outliers(tiny_lm, monkeypatch):
     monkeypatch.setattr("qmc_edge.quant.calibration.calibration_set", lambda *a, **k: calib)
     whole = spec.quantize(model, names, tok)
     assert all(torch.equal(whole.tensors[n].inliers.codes, gptq.tensors[n].inliers.codes) for n in names)
+
+
+def test_a_layer_gptq_cannot_round_is_printed_and_stored(tiny_lm, monkeypatch, capsys):
+    """No silent fallback: a layer whose Hessian has no Cholesky factor is rounded to nearest, listed in
+    the quantization info, printed by the commands and stored as a column of sweep rows."""
+    import json
+
+    import qmc_edge.quant.gptq_solver as solver
+    from qmc_edge.cli.eval_cmds import warn_gptq_fallback
+    from qmc_edge.sweep.run import _gptq_fallback
+
+    real = solver.inverse_hessian_factor
+    calls = []
+
+    def no_factor_for_the_first(h, w, damp=solver.DAMP):
+        calls.append(1)
+        if len(calls) == 1:
+            return torch.eye(h.shape[0]), False
+        return real(h, w, damp)
+
+    monkeypatch.setattr(solver, "inverse_hessian_factor", no_factor_for_the_first)
+    names = target_weights(tiny_lm.model)
+    qm = run_stages(
+        parse_method("qmc3-gptq:group_size=32"),
+        tiny_lm.model,
+        names,
+        tiny_lm.tokenizer,
+        None,
+        _calib(tiny_lm.tokenizer),
+    )
+    fell = qm.info["nearest_rounding_fallback"]
+    assert len(fell) >= 1 and set(fell) <= set(names)
+    warn_gptq_fallback("QMC+GPTQ 3b", qm.info)
+    printed = capsys.readouterr()
+    assert "rounded to nearest, not by GPTQ" in printed.out + printed.err and fell[0] in printed.out + printed.err
+    assert json.loads(_gptq_fallback({"quantize_info": qm.info})) == fell
+    assert _gptq_fallback({"quantize_info": {}}) is None

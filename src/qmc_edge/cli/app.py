@@ -44,7 +44,7 @@ from qmc_edge.cli.common import (
     run_env,
     spec_from_flags,
 )
-from qmc_edge.cli.eval_cmds import load_task_items, read_text, run_compare
+from qmc_edge.cli.eval_cmds import load_task_items, read_text, run_compare, warn_gptq_fallback
 from qmc_edge.jsonio import write_json
 from qmc_edge.loaded import LoadedModel
 from qmc_edge.methods import PRESETS, options, parse_method, registered
@@ -103,6 +103,8 @@ def quantize(
         out.print(_storage_table(spec.name, rep))
         secs = qm.quantize_seconds if qm else 0.0
         out.print(f"quantized {len(qm.tensors) if qm else 0} tensors in {secs:.1f} s")
+        if qm is not None:
+            warn_gptq_fallback(spec.name, qm.info)
         if spec.uses_reram:
             out.print(f"cell model: {spec.cells().describe()}")
         if json_path:

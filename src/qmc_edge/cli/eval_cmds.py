@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from qmc_edge.cli.common import console, out, progress_bars, run_env
@@ -15,6 +16,18 @@ from qmc_edge.jsonio import write_json
 from qmc_edge.loaded import LoadedModel, bos_for
 from qmc_edge.model.perplexity import TextSource, check_context, load_text, tokenize
 from qmc_edge.model.runner import EvalSettings, run_method
+
+
+def warn_gptq_fallback(method: str, info: dict) -> None:
+    """Say in the output, not only in the JSON, which layers GPTQ could not round (it rounded them to
+    nearest: their Hessian was not positive definite)."""
+    fell = info.get("nearest_rounding_fallback") or []
+    if fell:
+        names = ", ".join(fell[:3]) + (f" and {len(fell) - 3} more" if len(fell) > 3 else "")
+        console.print(
+            f"[yellow]warning:[/] {escape(method)}: {len(fell)} layer(s) rounded to nearest, not by GPTQ (Hessian "
+            f"not positive definite; more calibration text helps): {escape(names)}"
+        )
 
 
 def read_text(text: Path | None) -> TextSource:
@@ -121,6 +134,8 @@ def run_compare(
         ) + f" ({'first ' + str(task_limit) if task_limit else 'all'} items): {sizes}"
         heading += "; acc/acc_norm in % ± stderr over items [spread over seeds]"
     out.print(compare_table(rows, heading))
+    for r in rows:
+        warn_gptq_fallback(r["method"], r.get("quantize_info") or {})
     if lm.note:
         out.print(f"note: {lm.note}")
     extra = after(rows) if after else {}

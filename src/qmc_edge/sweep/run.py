@@ -117,6 +117,12 @@ def run_point(
     return result_rows(ctx, point, spec, r, seconds, machine_label(device), origin)
 
 
+def _gptq_fallback(r: dict) -> str | None:
+    """The layers GPTQ rounded to nearest (JSON list), or None for a method without GPTQ rounding."""
+    info = r.get("quantize_info") or {}
+    return json.dumps(info["nearest_rounding_fallback"]) if "nearest_rounding_fallback" in info else None
+
+
 def result_rows(
     ctx: ModelContext,
     point: Point,
@@ -151,6 +157,7 @@ def result_rows(
         "storage_json": json.dumps(st, sort_keys=True),
         "deploy_json": _deploy(ctx, r["method"], st, spec.platforms, spec),
         "quantize_seconds": float(r["quantize_seconds"]),
+        "gptq_fallback": _gptq_fallback(r),
         "eval_seconds": eval_seconds,
         "versions_json": _versions(),
         "machine": machine,

@@ -53,6 +53,8 @@ SCHEMA: dict[str, str] = {
     "storage_json": "the storage report, JSON",
     "deploy_json": "per platform: energy mJ/token, latency ms/token, off-die MB/token (decode), fits, JSON",
     "quantize_seconds": "wall time of the quantization (once per point)",
+    "gptq_fallback": "layers GPTQ rounded to nearest because their Hessian was not positive definite, JSON "
+    "list (null for methods without GPTQ rounding)",
     "eval_seconds": "wall time of the point's evaluations, all seeds",
     "versions_json": "qmc-edge, torch, transformers and Python versions, JSON",
     "machine": "where the model ran: the GPU's name, or the CPU's architecture and cores; with torch's version",
@@ -168,14 +170,18 @@ class Store:
         return pa.concat_tables(tables, promote_options="default")
 
 
+#: Columns added after points were first stored: an older point without them is valid (they read as null).
+ADDED_COLUMNS = frozenset({"gptq_fallback"})
+
+
 def _check_point(key: str, table, want) -> str | None:
     """What is wrong with a point file's table (None: nothing)."""
     have = {f.name: f.type for f in table.schema}
-    missing = [c for c in want.names if c not in have]
+    missing = [c for c in want.names if c not in have and c not in ADDED_COLUMNS]
     if missing:
         return f"missing columns {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} (another schema)"
     for f in want:
-        if have[f.name] != f.type and str(have[f.name]) != "null":
+        if f.name in have and have[f.name] != f.type and str(have[f.name]) != "null":
             return f"column {f.name} is {have[f.name]}, not {f.type} (another schema)"
     if table.num_rows == 0:
         return "no rows"
