@@ -215,3 +215,37 @@ def test_compiled_descent_is_the_same_from_concurrent_threads(monkeypatch):
         together = list(ex.map(lambda w: _descent(w, 3, 128, True, monkeypatch, moments=mom), ws))
     for a, b in zip(alone, together, strict=True):
         assert torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)
+
+
+def test_the_kernels_cache_goes_where_it_can_be_written(tmp_path):
+    """A read-only install (package folder and HOME not writable) still quantizes: numba's cache goes
+    to the first writable of a user cache and a temporary folder, or the kernel compiles in memory."""
+    from qmc_edge.quant.clip_kernel import cache_folder
+
+    blocked = tmp_path / "ro"
+    blocked.write_text("a file where a folder would be: nothing can be created below it")
+    writable_pkg, home, temp = tmp_path / "pkg", tmp_path / "home", tmp_path / "tmp"
+    assert cache_folder(writable_pkg, home, temp, None) is None  # numba's default: beside the code
+    assert cache_folder(blocked, home, temp, None) == home
+    assert cache_folder(blocked, blocked / "h", temp, None) == temp
+    assert cache_folder(blocked, blocked / "h", temp, "/some/dir") is None  # NUMBA_CACHE_DIR wins
+    with pytest.raises(OSError):
+        cache_folder(blocked, blocked / "h", blocked / "t", None)
+
+
+def test_numba_follows_the_cache_folder_set_at_run_time(tmp_path):
+    """What the package does on a read-only install, in a fresh process: the cache folder set before the
+    first compilation receives the compiled kernel, and QMC quantizes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, torch; numba.config.CACHE_DIR = {d!r}\n"
+        "from qmc_edge.quant.stages.pipeline import quantize_qmc\n"
+        "from qmc_edge.memory.models import reram\n"
+        "qt = quantize_qmc(torch.randn(8, 256, generator=torch.Generator().manual_seed(0)), 3, reram(3))\n"
+        "print(int(qt.inliers.codes.sum()))\n"
+    ).format(d=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert any((tmp_path / "cache").rglob("*.nbi")), "nothing was cached in the folder set at run time"

@@ -23,6 +23,10 @@ in 3 of those groups, where two candidates tie to within rounding.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -34,10 +38,52 @@ except ImportError:  # pragma: no cover - exercised only in a broken install
 LANES = 8  # partial sums per group: fixed, so the order of the additions is part of the definition
 
 
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (made if missing): tried, not guessed from modes."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def cache_folder(package: Path, home_cache: Path, temp: Path, preset: str | None) -> Path | None:
+    """Where numba may keep the compiled kernel: None for its default (``__pycache__`` beside this
+    file, or the folder ``NUMBA_CACHE_DIR`` names), else the first writable of a user cache and a
+    per-user temporary folder; raises OSError when none is writable (then the kernel is compiled in
+    memory in every process). Why: an installed read-only package with no writable HOME (a container,
+    a shared install) made every QMC quantization fail with numba's "no locator available"."""
+    if preset or _writable(package / "__pycache__"):
+        return None
+    for folder in (home_cache, temp):
+        if _writable(folder):
+            return folder
+    raise OSError("no writable folder for numba's cache")
+
+
+def _cache() -> bool:
+    """Point numba's cache at a writable folder; False when there is none (compile in memory)."""
+    if numba is None:
+        return False
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qmc-edge" / "numba"
+    temp = Path(tempfile.gettempdir()) / f"qmc-edge-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    try:
+        folder = cache_folder(Path(__file__).parent, home, temp, os.environ.get("NUMBA_CACHE_DIR"))
+    except OSError:
+        return False
+    if folder is not None:
+        numba.config.CACHE_DIR = str(folder)
+    return True
+
+
+CACHE = _cache()
+
+
 def _jit(fn):
     """numba.njit when numba is installed; otherwise the function is left as is and never called
     (:func:`search_codes` refuses first, naming the install)."""
-    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+    return numba.njit(cache=CACHE, nogil=True)(fn) if numba is not None else fn
 
 
 @_jit
@@ -57,7 +103,7 @@ def _code(w, s, z, zero, top):  # pragma: no cover - compiled
 
 def _jit_inline(fn):
     """As :func:`_jit`, inlined into its callers by numba (a table lookup in a vectorised loop)."""
-    return numba.njit(cache=True, nogil=True, inline="always")(fn) if numba is not None else fn
+    return numba.njit(cache=CACHE, nogil=True, inline="always")(fn) if numba is not None else fn
 
 
 @_jit_inline
