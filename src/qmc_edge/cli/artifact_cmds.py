@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from qmc_edge.cli.common import tagged
+
 
 def _quantize(lm, spec, progress=None):
     """quantize_model with the model's tokenizer (calibrated methods such as GPTQ need it)."""
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
         from qmc_edge.jsonio import check_writable, write_json
 
         def _note(note: str) -> None:  # what the stale cleanup of --out did
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            console.print(tagged("note:", "yellow", note), highlight=False)
 
         with _errors(), ExitStack() as stack:
             spec = _spec(method, bits, group_size, rho, cell_bits, embeddings)
@@ -93,7 +95,9 @@ def register(app: typer.Typer) -> None:
             stack.enter_context(export_lock(out_dir.expanduser(), force, check_destination, _note))
             lm = _load(model)
             if isinstance(lm, ArtifactModel) and lm.quantized is not None:
-                console.print(f"[yellow]note:[/] re-quantizing the artifact's dequantized weights with {spec.name}")
+                console.print(
+                    tagged("note:", "yellow", f"re-quantizing the artifact's dequantized weights with {spec.name}")
+                )
             with _progress() as prog:
                 qm = _quantize(lm, spec, lambda i, n: prog(f"quantize {spec.name}", i, n))
                 res = export_artifact(
@@ -166,7 +170,7 @@ def register(app: typer.Typer) -> None:
             lm = _load(model)
             spec, qm, notes = _read_model(lm, method, noise_seed)
             for n in notes:
-                console.print(f"[yellow]note:[/] {n}", highlight=False)
+                console.print(tagged("note:", "yellow", n), highlight=False)
             read = "noise-free read" if noise_seed is None or not (qm and qm.spec.noisy) else f"noise seed {noise_seed}"
             what = qm.spec.name if qm is not None else spec.name
             mode = f"sampling (sample seed {seed}, T={temperature}, top-p {top_p})" if sample else "greedy"
@@ -182,7 +186,7 @@ def register(app: typer.Typer) -> None:
                     lambda t: out.print(t, end="", markup=False, highlight=False, soft_wrap=True),
                 )
                 out.print()
-                console.print(f"[dim]{r.new_tokens} tokens in {r.seconds:.1f} s ({r.tokens_per_s:.1f} tok/s)[/]")
+                console.print(tagged(f"{r.new_tokens} tokens in {r.seconds:.1f} s ({r.tokens_per_s:.1f} tok/s)", "dim"))
                 results.append(r.to_dict())
             if json_path:
                 payload = {"model": lm.source, "note": lm.note, "method": what, "read": read, "results": results}
@@ -216,7 +220,7 @@ def register(app: typer.Typer) -> None:
         from qmc_edge.methods import parse_method
 
         def _note(note: str) -> None:  # what the stale cleanup of --out did
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
+            console.print(tagged("note:", "yellow", note), highlight=False)
 
         with _errors(), ExitStack() as stack:
             check_hf_options(out_dir.expanduser(), dtype, force)  # before the model loads
@@ -229,9 +233,11 @@ def register(app: typer.Typer) -> None:
             lm = _load(model)
             spec, qm, notes = _read_model(lm, method, noise_seed)
             for n in notes:
-                console.print(f"[yellow]note:[/] {n}", highlight=False)
+                console.print(tagged("note:", "yellow", n), highlight=False)
             if dtype != "float32":
-                console.print(f"[yellow]note:[/] {dtype} rounds the dequantized weights; float32 keeps them exact")
+                console.print(
+                    tagged("note:", "yellow", f"{dtype} rounds the dequantized weights; float32 keeps them exact")
+                )
             path = export_hf(lm.model, lm.tokenizer, out_dir, dtype, force)
             stack.close()  # the lock, now the checkpoint is in place
             what = qm.spec.name if qm is not None else spec.name

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 DEFAULT_RESULTS = (Path("benchmarks") / "results", Path("benchmarks") / "store")
 
@@ -51,7 +52,7 @@ def ledger_table(led: dict):
     t.add_column("accuracy (WikiText-2, measured)", justify="left")
 
     def cfg(x: dict) -> str:
-        return x["configuration"] + (f" [red]({x['does_not_fit']})[/red]" if x.get("does_not_fit") else "")
+        return Text.assemble(x["configuration"], (f" ({x['does_not_fit']})", "red") if x.get("does_not_fit") else "")
 
     d = led["default"]
     t.add_row("0", "our default", "qmc-edge defaults", cfg(d), fmt_ratio(d["ratio"]), _acc_text(d["accuracy"]))
@@ -59,7 +60,7 @@ def ledger_table(led: dict):
         src = s["source"]
         if s["kind"] != "sourced":
             shown = src if src.lower().startswith(("assumption", "est")) else f"{s['kind']}: {src}"
-            src = f"[yellow]{shown}[/yellow]"
+            src = Text(shown, style="yellow")
         t.add_row(str(s["step"]), s["assumption"], src, cfg(s), fmt_ratio(s["ratio"]), _acc_text(s.get("accuracy")))
     return t
 
@@ -142,7 +143,7 @@ def claims(
             if x["why_not"]:
                 out.print(f"  why not reached: {x['why_not']}")
             if x["not_measured"]:
-                out.print(f"  [yellow]accuracy not measured for: {', '.join(x['not_measured'])}[/yellow]")
+                out.print(Text(f"  accuracy not measured for: {', '.join(x['not_measured'])}", style="yellow"))
         out.print(
             f"storage measured on {lm.source} and applied per weight to {a.name}; accuracy read from "
             f"{len(files)} results file(s); every reference model was already quantized upstream"

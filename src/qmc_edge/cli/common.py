@@ -19,8 +19,8 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from qmc_edge import __version__
 from qmc_edge.errors import QMCError
@@ -39,7 +39,15 @@ def _console(stderr: bool) -> Console:
     if not stream.isatty():
         env = os.environ.get("QMC_WIDTH", "")
         width = int(env) if env.isdigit() and int(env) >= 40 else PIPE_WIDTH
-    return Console(stderr=stderr, width=width)
+    # markup=False: user text (method labels, sweep names, ledger steps, error messages naming extras
+    # such as qmc-edge[gptq]) is printed as written, never parsed as rich markup; our own styling
+    # goes through Text objects (:func:`tagged`).
+    return Console(stderr=stderr, width=width, markup=False)
+
+
+def tagged(tag: str, style: str, text: str = "") -> Text:
+    """``tag`` in ``style``, then ``text`` as written (never parsed as markup)."""
+    return Text.assemble((tag, style), (" " + text) if text else "")
 
 
 console = _console(stderr=True)
@@ -94,7 +102,7 @@ def spec_from_flags(method: str, bits=None, group_size=None, rho=None, cell_bits
 
 # ---------------------------------------------------------------------------- errors and progress
 def fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    console.print(tagged("error:", "bold red", msg), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -113,7 +121,7 @@ def errors():
 def progress_bars():
     """``update(description, done, total)``: one bar per description, removed when done."""
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -137,7 +145,7 @@ def load(model: str | None, device: str = "cpu") -> LoadedModel:
     with console.status(f"loading {model or 'embedded SmolLM2-135M-Instruct'} ..."):
         lm = load_model(model, device=device)
     if lm.note:
-        console.print(f"[yellow]note:[/] {lm.note}", highlight=False)
+        console.print(tagged("note:", "yellow", lm.note), highlight=False)
     return lm
 
 

@@ -8,10 +8,9 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
-from qmc_edge.cli.common import console, out, progress_bars, run_env
+from qmc_edge.cli.common import console, out, progress_bars, run_env, tagged
 from qmc_edge.jsonio import write_json
 from qmc_edge.loaded import LoadedModel, bos_for
 from qmc_edge.model.perplexity import TextSource, check_context, load_text, tokenize
@@ -25,8 +24,12 @@ def warn_gptq_fallback(method: str, info: dict) -> None:
     if fell:
         names = ", ".join(fell[:3]) + (f" and {len(fell) - 3} more" if len(fell) > 3 else "")
         console.print(
-            f"[yellow]warning:[/] {escape(method)}: {len(fell)} layer(s) rounded to nearest, not by GPTQ (Hessian "
-            f"not positive definite; more calibration text helps): {escape(names)}"
+            tagged(
+                "warning:",
+                "yellow",
+                f"{method}: {len(fell)} layer(s) rounded to nearest, not by GPTQ (Hessian not positive definite; "
+                f"more calibration text helps): {names}",
+            )
         )
 
 
@@ -34,7 +37,7 @@ def read_text(text: Path | None) -> TextSource:
     """The evaluation text, read (and so checked) before any model is loaded."""
     src = load_text(str(text) if text else None)
     if src.label.startswith("FALLBACK"):
-        console.print(f"[yellow]warning:[/] {src.label}")
+        console.print(tagged("warning:", "yellow", src.label))
     return src
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
+
+from qmc_edge.cli.common import tagged
 
 
 def sweep(
@@ -49,8 +50,8 @@ def sweep(
         redo = sorted(k for k in damaged if k in {p.key for p in points})
         if redo:
             out.print(
-                f"[yellow]{len(redo)} damaged point files[/yellow] in {escape(str(store))} are recomputed: "
-                + ", ".join(f"{k} ({escape(damaged[k])})" for k in redo[:3])
+                tagged(f"{len(redo)} damaged point files", "yellow", f"in {store} are recomputed: ")
+                + ", ".join(f"{k} ({damaged[k]})" for k in redo[:3])
                 + (" ..." if len(redo) > 3 else "")
             )
         if dry_run:
@@ -71,7 +72,7 @@ def sweep(
         )
         for f in summary.failed:
             # escaped: an error names extras like qmc-edge[calibration], which rich would take for markup
-            out.print(f"[red]failed[/red] {escape(f['model'])} / {escape(f['method'])}: {escape(f['error'])}")
+            out.print(tagged("failed", "red", f"{f['model']} / {f['method']}: {f['error']}"))
         out.print(f"report: qmc report {store}")
 
 
@@ -88,10 +89,10 @@ def _run(spec, points, st, executor, address, workers, device, origin):
     from qmc_edge.cli.common import console
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("failed {task.fields[failed]}"),
+        TextColumn("failed {task.fields[failed]}", markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -127,7 +128,7 @@ def report(
         for k, p in files.items():
             out.print(f"wrote {k}: {p}")
         for key, why in sorted(damaged.items()):
-            out.print(f"[yellow]damaged point[/yellow] {escape(key)}: {escape(why)}; left out, recomputed by qmc sweep")
+            out.print(tagged("damaged point", "yellow", f"{key}: {why}; left out, recomputed by qmc sweep"))
 
 
 def register(app: typer.Typer) -> None:
