@@ -86,7 +86,7 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
         ("qmc:n_clip=0", "n_clip"),
         ("qmc:n_clip=-5", "n_clip"),
         ("qmc:bits=2,bits=4", "given twice"),
-        ("qmc:bits=5", "bits"),
+        ("qmc:bits=5", "qmc takes bits in {2, 3, 4}, got 5"),
         ("qmc:rho=0.7", "rho"),
         ("qmc:rho=-0.1", "rho"),
         ("nosuch", "unknown method"),
@@ -94,14 +94,18 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
         ("qmc:colour=red", "colour"),
         ("gptq:cell_bits=2", "reram=true"),
         ("qmc:calib_samples=8", "calibrated"),
-        ("qmc:bits=three", "bits"),
+        ("qmc:bits=three", "bits: Input should be a valid integer"),
         ("qmc:mram_ber=2", "mram_ber"),
     ]:
         add(f"spec {spec}", [*q, "-m", spec, "--json", out / "q.json"], needle)
     add("flag --bits on mxint4", [*q, "-m", "mxint4", "--bits", "2"], "mxint4 has no option 'bits'")
     add("flag --rho on rtn", [*q, "-m", "rtn4", "--rho", "0.1"], "no option 'rho'")
     add("flag repeats spec", [*q, "-m", "qmc:bits=3", "--bits", "2"], "both in")
-    add("compare bad row", ["compare", *m, "--text", text, "-m", "fp", "-m", "qmc:bits=9"], "bits")
+    add(
+        "compare bad row",
+        ["compare", *m, "--text", text, "-m", "fp", "-m", "qmc:bits=9"],
+        "qmc takes bits in {2, 3, 4}, got 9",
+    )
     # Numbers out of range.
     add("seeds 0", [*ppl, "--seeds", "0"], "--seeds")
     add("noise seed -1", [*ppl, "--noise-seed", "-1"], "--noise-seed")
@@ -131,36 +135,54 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
     add("export -o is a file", ["export", *m, "-o", inp["empty.txt"]], "not a qmc artifact")
     add("export -o existing artifact", ["export", *m, "-o", artifact], "--force")
     add("export --json missing folder", ["export", *m, "-o", out / "art", "--json", missing], "does not exist")
-    add("export bad dense dtype", ["export", *m, "-o", out / "art", "--dense-dtype", "int8"], "dense")
+    add(
+        "export bad dense dtype",
+        ["export", *m, "-o", out / "art", "--dense-dtype", "int8"],
+        "unknown --dense-dtype 'int8'",
+    )
     add("export-hf -o under missing", ["export-hf", *m, "-o", out / "no" / "such" / "hf"], "does not exist")
-    add("export-hf dtype int8", ["export-hf", *m, "-o", out / "hf", "--dtype", "int8"], "int8")
+    add("export-hf dtype int8", ["export-hf", *m, "-o", out / "hf", "--dtype", "int8"], "unknown dtype 'int8'")
     add("deploy --plots missing", ["deploy", "--report", inp["null_storage.json"], "--plots", out / "nope"], "--plots")
     add("deploy --json folder", ["deploy", "-m", "fp", "--json", inp["a_folder"]], "is a folder")
     # Inputs that are missing, unreadable or not what they claim to be.
     add("model missing", [*q[:1], "--model", "/nonexistent/model"], "not found")
     add("model folder without config", ["quantize", "--model", inp["no_config"]], "config.json")
     add("model broken gguf", ["quantize", "--model", inp["broken.gguf"]], "broken.gguf")
-    add("model is a text file", ["quantize", "--model", inp["notes.gguf.txt"]], "neither")
-    add("text missing", [*m[:0], "ppl", *m, "--text", "/nonexistent/text.txt"], "text")
+    add(
+        "model is a text file",
+        ["quantize", "--model", inp["notes.gguf.txt"]],
+        "is neither a .gguf file nor a model directory",
+    )
+    add("text missing", [*m[:0], "ppl", *m, "--text", "/nonexistent/text.txt"], "text file not found")
     add("text binary", ["ppl", *m, "--text", inp["binary.txt"]], "UTF-8")
-    add("text empty", ["ppl", *m, "--text", inp["empty.txt"]], "empty")
+    add("text empty", ["ppl", *m, "--text", inp["empty.txt"]], "the file is empty")
     add("text folder", ["ppl", *m, "--text", inp["a_folder"]], "is a folder")
     add("text /proc/self/mem", ["ppl", *m, "--text", "/proc/self/mem"], "cannot be read")
     add("task file missing", ["tasks", *m, "-t", "/nonexistent/task.jsonl"], "unknown task")
     for name in ("gold_float", "gold_bool", "gold_range", "empty_choices", "delim_int", "unknown_key", "not_json"):
         add(f"task {name}", ["tasks", *m, "-t", inp[f"{name}.jsonl"]], f"{name}.jsonl")
     add("task binary", ["tasks", *m, "-t", inp["binary.txt"]], "binary.txt")
-    add("data dir missing", ["tasks", *m, "-t", "arc_easy", "--data-dir", "/nonexistent/data"], "data")
+    add(
+        "data dir missing",
+        ["tasks", *m, "-t", "arc_easy", "--data-dir", "/nonexistent/data"],
+        "/nonexistent/data for task arc_easy does not exist",
+    )
     add("platform missing", ["deploy", "-m", "fp", "--platform", "/nonexistent/p.yaml"], "p.yaml")
     for bad in ("nan", "inf", "huge"):
         add(f"platform {bad}", ["deploy", "-m", "fp", "--platform", inp[f"{bad}_platform.yaml"]], "capacity_MB")
-    add("platform duplicate key", ["deploy", "-m", "fp", "--platform", inp["dup_platform.yaml"]], "duplicate")
+    add(
+        "platform duplicate key", ["deploy", "-m", "fp", "--platform", inp["dup_platform.yaml"]], "duplicate key 'name'"
+    )
     if platform_copy is not None:
-        add("platform copy keeps a built-in name", ["deploy", "-m", "fp", "--platform", platform_copy], "name")
+        add(
+            "platform copy keeps a built-in name",
+            ["deploy", "-m", "fp", "--platform", platform_copy],
+            "is taken by a packaged platform",
+        )
     add("report missing", ["deploy", "--report", "/nonexistent/r.json"], "r.json")
     add("report null storage", ["deploy", "--report", inp["null_storage.json"]], "'storage' must be an object")
-    add("report without storage", ["deploy", "--report", inp["no_storage.json"]], "storage")
+    add("report without storage", ["deploy", "--report", inp["no_storage.json"]], "has no 'storage' section")
     add("report binary", ["deploy", "--report", inp["report_binary.json"]], "report_binary.json")
     add("verify a plain folder", ["verify", inp["a_folder"]], "manifest.json")
-    add("verify missing", ["verify", "/nonexistent/art"], "art")
+    add("verify missing", ["verify", "/nonexistent/art"], "not a directory")
     return c

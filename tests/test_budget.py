@@ -102,7 +102,40 @@ def test_fisher_from_self_generated_text(tiny_lm):
     assert f[names[1]].shape == dict(model.named_parameters())[names[1]].shape and f[names[1]].sum() > 0
 
 
-def test_self_sensitivity_and_artifact_round_trip(tiny_lm, tmp_path):
+def test_the_budget_spends_bits_where_the_sensitivity_says(tiny_lm, monkeypatch):
+    """The self-generated Fisher weighs the budget's errors: the same budget, with one tensor's Fisher
+    made a million times larger, moves that tensor to one of the two most precise options (FP16, or
+    4-bit codes with 2% outliers), and the allocation under the true Fisher differs from the
+    allocation with every weight alike."""
+    import qmc_edge.quant.budget as budget_mod
+
+    real = budget_mod.sensitivity_for
+    seen: dict = {}
+
+    def spy(spec, model, names, tok):
+        seen["f"] = real(spec, model, names, tok)
+        return seen["f"]
+
+    monkeypatch.setattr(budget_mod, "sensitivity_for", spy)
+    spec = parse_method("qmc:budget=3.2")
+    base = quantize_model(tiny_lm.model, spec, tokenizer=tiny_lm.tokenizer).info["budget"]["configs"]
+    fisher = seen["f"]
+    assert set(fisher) == set(base) and all(
+        f.shape == dict(tiny_lm.model.named_parameters())[n].shape for n, f in fisher.items()
+    )
+    precise = ("fp16", "4b@2b/cell rho=0.02")
+    target = next(n for n, c in base.items() if c not in precise and "mlp" in n)
+    monkeypatch.setattr(
+        budget_mod, "sensitivity_for", lambda *a: {n: f * (1e6 if n == target else 1.0) for n, f in fisher.items()}
+    )
+    boosted = quantize_model(tiny_lm.model, spec, tokenizer=tiny_lm.tokenizer).info["budget"]["configs"]
+    assert boosted[target] in precise
+    monkeypatch.setattr(budget_mod, "sensitivity_for", real)
+    uniform = quantize_model(tiny_lm.model, parse_method("qmc:budget=3.2,sensitivity=uniform"))
+    assert uniform.info["budget"]["configs"] != base
+
+
+def test_a_budget_with_level_maps_at_an_age_round_trips_through_an_artifact(tiny_lm, tmp_path):
     spec = parse_method("qmc:budget=3.2,level_map=true,target_age=1d,age=1d")
     qm = quantize_model(tiny_lm.model, spec, tokenizer=tiny_lm.tokenizer)
     rep = storage_report(tiny_lm.model, spec, qm)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from qmc_edge.memory.cells import code_error_moments, code_transition_matrix
-from qmc_edge.memory.mram import MRAMBitFlips
+from qmc_edge.memory.mram import MRAMFaults
 from qmc_edge.methods.registry import parse_method
 from qmc_edge.quant import level_map as lm
 from qmc_edge.quant.qtensor import QuantizedTensor, mram_fields
-from qmc_edge.quant.read import read_tensor
+from qmc_edge.quant.read import read_mram, read_tensor
 from qmc_edge.quant.stages.pipeline import quantize_qmc
 from qmc_edge.quant.uniform import UniformCodes
 
@@ -107,28 +107,45 @@ def test_storage_and_mram_faults_include_the_table():
     assert qt.storage().total - plain.storage().total == 24
     assert mram_fields(qt)["level_map"] == 24
     assert sum(mram_fields(qt).values()) == qt.storage().by_memory()["mram"]
-    # Faults in the table (every bit flipped): logical codes decode through the complement table.
-    w = read_tensor(qt, None, MRAMBitFlips(ber=1.0), torch.Generator().manual_seed(0))
-    assert not torch.equal(w, qt.dequantize())
+    # Faults in the table alone: find a chip whose flips hit the table and spare the scale and zero
+    # point; every code then decodes through the table as read (physical code -> faulty inverse).
+    found = 0
+    for seed in range(200):
+        r = read_mram(qt, MRAMFaults(ber=0.05), torch.Generator().manual_seed(seed))
+        hit = {n for n, f in r.fields.items() if f.raw_flips}
+        if hit != {"level_map"}:
+            continue
+        faulty = r.level_inverse
+        assert faulty is not None and not torch.equal(faulty, lm.inverse(perm).to(torch.int64))
+        w = read_tensor(qt, None, MRAMFaults(ber=0.05), torch.Generator().manual_seed(seed))
+        want = faulty[perm.long()[qt.inliers.codes.long()]].float()  # logical -> physical -> as read
+        assert torch.equal(w, want) and not torch.equal(w, qt.dequantize())
+        found += 1
+    assert found >= 3, "no chip flipped only the table"
 
 
-def test_quantize_with_level_map_never_worse_in_expected_error():
+@pytest.mark.parametrize("bits,cells", [(3, 3), (4, 2)])
+def test_quantize_with_level_map_never_worse_in_expected_error(bits, cells):
+    """Never worse than the plain assignment; and for 4-bit codes in 2-bit cells (two cells per code,
+    the high cell's errors cost 4 steps) a map is chosen and is strictly better."""
     torch.manual_seed(0)
     w = torch.randn(64, 256) * torch.linspace(0.2, 2.0, 256)
-    dev = parse_method("qmc:bits=3,cell_bits=3,target_age=1d").cells(for_search=True)
-    p = code_transition_matrix(3, dev)
-    errs = {}
+    dev = parse_method(f"qmc:bits={bits},cell_bits={cells},target_age=1d").cells(for_search=True)
+    p = code_transition_matrix(bits, dev)
+    errs, maps = {}, {}
     for flag in (False, True):
-        qt = quantize_qmc(w, 3, dev, rho=0.01, group_size=64, level_map=flag)
-        assert int(qt.inliers.codes.max()) < 8
+        qt = quantize_qmc(w, bits, dev, rho=0.01, group_size=64, level_map=flag)
+        assert int(qt.inliers.codes.max()) < 2**bits
         mask = torch.ones(w.numel(), dtype=torch.bool)
         mask[qt.outliers.index] = False
         a, b, det = lm.code_weights(
-            w, qt.inliers.codes, qt.inliers.scale, qt.inliers.zero, 64, mask.reshape(w.shape), 8
+            w, qt.inliers.codes, qt.inliers.scale, qt.inliers.zero, 64, mask.reshape(w.shape), 2**bits
         )
-        perm = np.arange(8) if qt.level_map is None else qt.level_map.numpy().astype(np.int64)
-        errs[flag] = det + lm.noise_cost(p, perm, a, b)
+        perm = np.arange(2**bits) if qt.level_map is None else qt.level_map.numpy().astype(np.int64)
+        errs[flag], maps[flag] = det + lm.noise_cost(p, perm, a, b), qt.level_map
     assert errs[True] <= errs[False]
+    if cells == 2:
+        assert maps[True] is not None and errs[True] < errs[False]
 
 
 def test_spec_option_and_name():

@@ -338,10 +338,22 @@ def test_cli_tasks_on_tiny_model(tiny_model_dir, tiny_lm, tmp_path):
     fp, q = d["rows"]
     assert fp["tasks"]["toy"]["n"] == 10 and "ppl_mean" not in fp
     assert len(q["tasks"]["toy"]["acc_per_seed"]) == 2 and q["seeds"] == [0, 1]
-    # FP accuracy by hand: the argmax of each item's log-likelihoods (scored directly) against gold.
+    # FP accuracy by hand, not through the scorer under test: each choice's log-likelihood from one
+    # plain forward pass over context + delimiter + choice (lm-eval's definition: the continuation's
+    # tokens are what the whole text adds to the context's), argmax against gold.
     _, items = load_task(str(f), limit=10)
-    lls, _ = score_items(tiny_lm.model, tiny_lm.tokenizer, items)
-    by_hand = sum(int(np.argmax(row)) == it.gold for it, row in zip(items, lls, strict=True)) / 10
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+
+    def ll(context: str, continuation: str) -> float:
+        whole = tok(context + continuation)["input_ids"]
+        n_ctx = len(tok(context)["input_ids"])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        return float(sum(logp[j - 1, whole[j]] for j in range(n_ctx, len(whole))))
+
+    by_hand = sum(
+        int(np.argmax([ll(it.context, it.delimiter + c) for c in it.choices])) == it.gold for it in items
+    ) / len(items)
     assert fp["tasks"]["toy"]["acc"] == pytest.approx(by_hand)
     # QMC: the mean of its per-seed accuracies, each a count of right answers out of 10.
     per_seed = q["tasks"]["toy"]["acc_per_seed"]
