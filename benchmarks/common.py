@@ -28,10 +28,14 @@ def run_header(script: str, model: str, note: str, text: str, context: int, wind
 
 
 def write_json(path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` complete or not at all (temporary name, then rename)."""
+    """Write ``payload`` to ``path`` complete or not at all (temporary name, then rename), with the
+    code that produced it (git commit and dirty flag) unless the payload already names it."""
     import json
 
     from qmc_edge.jsonio import json_safe
+    from qmc_edge.provenance import code_revision
+
+    payload = {**payload, "code": payload.get("code") or code_revision()}
 
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")

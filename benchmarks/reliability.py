@@ -281,6 +281,9 @@ def main() -> None:
             "kills": kills(root, model_dir, args.kills, args.fuzz_seed),
         }
     d["wall_seconds"] = time.perf_counter() - t0
+    from qmc_edge.provenance import code_revision
+
+    d["code"] = code_revision()
     res = HERE / "results" / "reliability.json"
     tmp_json = res.with_suffix(".json.tmp")
     tmp_json.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")

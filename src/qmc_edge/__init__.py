@@ -16,7 +16,8 @@ below it (``tests/test_imports.py`` enforces it, type-only imports included):
 11. ``cli``: the ``qmc`` command.
 
 At the root: ``errors``, ``fileio``, ``jsonio``, ``datafile`` (the one loader of validated data
-files), ``parallel``, ``torch_device`` ("device" always means a torch device), ``loaded``.
+files), ``parallel``, ``torch_device`` ("device" always means a torch device), ``loaded``,
+``provenance`` (the git commit every result records).
 """
 
 __version__ = "0.1.0"

@@ -153,8 +153,11 @@ def run_env() -> dict:
     """Versions, machine and command line, written into every results file."""
     import transformers
 
+    from qmc_edge.provenance import code_revision
+
     return {
         "qmc_edge": __version__,
+        "code": code_revision(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),

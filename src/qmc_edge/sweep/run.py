@@ -68,10 +68,14 @@ def _versions() -> str:
     import transformers
 
     from qmc_edge import __version__
+    from qmc_edge.provenance import code_revision
 
+    code = code_revision()
     return json.dumps(
         {
             "qmc_edge": __version__,
+            "commit": code["commit"],
+            "dirty": code["dirty"],
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": pyplatform.python_version(),

@@ -56,7 +56,8 @@ SCHEMA: dict[str, str] = {
     "gptq_fallback": "layers GPTQ rounded to nearest because their Hessian was not positive definite, JSON "
     "list (null for methods without GPTQ rounding)",
     "eval_seconds": "wall time of the point's evaluations, all seeds",
-    "versions_json": "qmc-edge, torch, transformers and Python versions, JSON",
+    "versions_json": "qmc-edge, torch, transformers and Python versions and the code's git commit and "
+    "dirty flag (uncommitted changes to tracked files), JSON",
     "machine": "where the model ran: the GPU's name, or the CPU's architecture and cores; with torch's version",
     "origin": "how the row came into the store: the command that measured it",
     "date": "UTC time the point completed",
