@@ -123,7 +123,17 @@ LAYERS: tuple[str, ...] = (
     "claims",  # the paper's claims ledger
     "cli",  # the command line
 )
-ROOT_MODULES = {"__init__", "errors", "fileio", "jsonio", "datafile", "parallel", "torch_device", "loaded", "provenance"}
+ROOT_MODULES = {
+    "__init__",
+    "errors",
+    "fileio",
+    "jsonio",
+    "datafile",
+    "parallel",
+    "torch_device",
+    "loaded",
+    "provenance",
+}
 TOP_MODULES = {"__main__"}  # runs the command line
 
 

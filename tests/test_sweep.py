@@ -249,3 +249,24 @@ def test_a_damaged_point_is_reported_left_out_and_recomputed(tiny_model_dir, tmp
     r = CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)])
     assert r.exit_code == 0 and "1 damaged point files" in r.output and "done 1, skipped 0" in r.output, r.output
     assert key in Store(store).done()
+
+
+def test_one_writer_per_store_and_a_killed_writes_leftovers_are_cleared(tiny_model_dir, tmp_path):
+    """Two sweeps into one store: the second is refused in one line while the first holds it (instead of
+    computing every point twice); the temporary file of a point whose write was killed is removed by
+    the next writer; a spec that is the store's own copy is not copied onto itself."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(_spec(str(tiny_model_dir), methods=["fp"], grids=[]).model_dump()), "utf-8")
+    store = tmp_path / "st"
+    st = Store(store).create()
+    leftover = st.points / ".abc.parquet.x1y2"  # what a write killed before its rename leaves
+    leftover.write_bytes(b"half a point")
+    with st.locked():
+        r = CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)])
+        assert r.exit_code == 2 and "is in use by another qmc sweep (pid" in r.output, r.output
+        assert "Traceback" not in r.output and not list(st.points.glob("*.parquet"))
+    r = CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)])
+    assert r.exit_code == 0 and "done 1" in r.output, r.output
+    assert not leftover.exists()
+    r = CliRunner().invoke(app, ["sweep", str(store / "sweep.yaml"), "--store", str(store)])
+    assert r.exit_code == 0 and "done 0, skipped 1" in r.output, r.output

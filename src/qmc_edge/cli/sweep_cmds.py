@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,6 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the points and what is done; run nothing")] = False,
 ) -> None:
     """Run every (model, method configuration) of a spec not yet in the store; resumable, failures recorded."""
-    import shutil
 
     from qmc_edge.cli.common import errors, out
     from qmc_edge.errors import QMCError
@@ -63,9 +63,10 @@ def sweep(
 
             check_ray()
         st.create()
-        shutil.copyfile(spec_file, st.root / "sweep.yaml")
-        origin = f"qmc sweep {spec_file} --device {device} --executor {executor}"
-        summary = _run(spec, points, st, executor, address, workers, device, origin)
+        with st.locked():
+            _record_spec(Path(spec_file), st.root / "sweep.yaml")
+            origin = f"qmc sweep {spec_file} --device {device} --executor {executor}"
+            summary = _run(spec, points, st, executor, address, workers, device, origin)
         out.print(
             f"done {summary.done}, skipped {summary.skipped} (already in the store), failed {len(summary.failed)} "
             f"in {summary.seconds:.0f} s"
@@ -74,6 +75,18 @@ def sweep(
             # escaped: an error names extras like qmc-edge[calibration], which rich would take for markup
             out.print(tagged("failed", "red", f"{f['model']} / {f['method']}: {f['error']}"))
         out.print(f"report: qmc report {store}")
+
+
+def _record_spec(spec_file: Path, copy: Path) -> None:
+    """Keep the spec beside its results (nothing to do when the spec is that copy)."""
+    from qmc_edge.errors import QMCError
+
+    try:
+        if copy.exists() and copy.samefile(spec_file):
+            return
+        shutil.copyfile(spec_file, copy)
+    except OSError as exc:
+        raise QMCError(f"cannot write {copy} ({exc.strerror or exc}); give a writable --store") from None
 
 
 def _run(spec, points, st, executor, address, workers, device, origin):

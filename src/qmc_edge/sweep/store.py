@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from qmc_edge.errors import QMCError
@@ -88,6 +89,42 @@ class Store:
         except OSError as exc:
             raise QMCError(f"store {self.root}: cannot create it ({exc.strerror or exc})") from None
         return self
+
+    @contextmanager
+    def locked(self):
+        """Hold the store for one writer: a second ``qmc sweep`` into the same store is refused in one
+        line instead of computing every point twice. Holding it, temporary files that a killed sweep
+        left behind (a point being written when it died) are removed: no other writer can own them."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no advisory locks; one writer is the user's care
+            yield self
+            return
+        try:
+            fh = open(self.root / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - held until the end
+        except OSError as exc:
+            raise QMCError(
+                f"store {self.root}: cannot write in it ({exc.strerror or exc}); give a writable --store"
+            ) from None
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                who = fh.read().strip() or "another process"
+                raise QMCError(
+                    f"store {self.root} is in use by another qmc sweep ({who}); wait for it or give another --store"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}, since {_now()}")
+            fh.flush()
+            for folder in (self.points, self.failures):
+                for tmp in folder.glob(".*") if folder.is_dir() else []:
+                    tmp.unlink(missing_ok=True)
+            yield self
+        finally:
+            fh.close()  # releases the lock
 
     def scan(self) -> tuple[dict[str, object], dict[str, str]]:
         """Every point file read and validated: ({key: its rows as a pyarrow Table}, {key: what is
@@ -173,6 +210,12 @@ class Store:
 
 #: Columns added after points were first stored: an older point without them is valid (they read as null).
 ADDED_COLUMNS = frozenset({"gptq_fallback"})
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _check_point(key: str, table, want) -> str | None:
