@@ -51,11 +51,45 @@ def make_inputs(root: Path) -> dict[str, Path]:
     w("inf_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: .inf", mine, count=1))
     w("huge_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: 1e308", mine, count=1))
     w("dup_platform.yaml", "name: mine\nname: other\n")
+    # The audit of 2026-12 (issue 28): files that set loose values or sizes beyond any study.
+    from qmc_edge.memory import files as cellfiles
+
+    cell = (Path(cellfiles.__file__).parents[1] / "cell_models" / "nvmexplorer_rram.yaml").read_text("utf-8")
+    mine_cell = cell.replace("name: nvmexplorer_rram", "name: my_rram", 1)
+    w("cell_siemens.yaml", re.sub(r"(g_max_uS:\s*\n?\s*\{?\s*value:\s*)[0-9.e+-]+", r"\g<1>9e-5", mine_cell, count=1))
+    block = mine_cell[mine_cell.index("\n  3:\n") : mine_cell.index("\nretention:")]
+    w("cell_two_3s.yaml", mine_cell.replace(block, block + block.replace("\n  3:\n", "\n  '3':\n", 1), 1))
+    w("arch_list.json", "[1, 2]")
+    w("arch_zero_heads.json", json.dumps({"model_type": "llama", "num_attention_heads": 0, "hidden_size": 64}))
+    w("arch_huge.json", json.dumps({"model_type": "llama", "num_hidden_layers": 10_000_000}))
     (root / "a_folder").mkdir(exist_ok=True)
     f["a_folder"] = root / "a_folder"
+    (root / "sweeps").mkdir(exist_ok=True)
+    f["sweep_dir"] = root / "sweeps"
     (root / "no_config").mkdir(exist_ok=True)
     f["no_config"] = root / "no_config"
     return f
+
+
+def _sweep_yaml(model_dir: Path, seeds=1, grid_label=None, grid_values=1, platforms=None, methods=None) -> str:
+    """A small valid sweep spec with one thing changed."""
+    import yaml
+
+    grid = {"method": "qmc", "options": {"rho": [0.001 * (i + 1) for i in range(grid_values)]}}
+    if grid_values > 1:
+        grid["options"]["n_clip"] = list(range(1, 1001))
+    if grid_label is not None:
+        grid["options"]["label"] = [grid_label]
+    spec = {
+        "name": "audit",
+        "models": [str(model_dir)],
+        "methods": methods or ["fp"],
+        "grids": [grid] if (grid_label is not None or grid_values > 1) else [],
+        "eval": {"seeds": seeds, "perplexity": {"context": 32, "windows": 1}},
+    }
+    if platforms is not None:
+        spec["platforms"] = platforms
+    return yaml.safe_dump(spec)
 
 
 def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy: Path | None = None) -> list[Case]:
@@ -183,6 +217,34 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
     add("report null storage", ["deploy", "--report", inp["null_storage.json"]], "'storage' must be an object")
     add("report without storage", ["deploy", "--report", inp["no_storage.json"]], "has no 'storage' section")
     add("report binary", ["deploy", "--report", inp["report_binary.json"]], "report_binary.json")
+    # The audit of 2026-12 (issue 28): sizes with no bound, loose values, renamed options.
+    add("seeds 1e8", ["ppl", *m, "--text", text, "--seeds", "100000000"], "--seeds must be in 1..1000")
+    for spec, needle in [
+        ("qmc:n_clip=100000000", "n_clip must be in 1..1000"),
+        ("qmc:group_size=1_28", "group_size: Input should be a valid integer"),
+        ("qmc:budget=2.5,bits=4", "a budget chooses bits, cell_bits and rho per tensor; drop bits"),
+        ("qmc3:reram_device=ibm_cmo_hfox", "is now called 'cell_model'"),
+    ]:
+        add(f"audit spec {spec}", ["quantize", *m, "-m", spec], needle)
+    add("cell model in siemens", ["cells", "-f", inp["cell_siemens.yaml"]], "looks like siemens")
+    add("cell model 3 and '3'", ["cells", "-f", inp["cell_two_3s.yaml"]], "are the same bits per cell")
+    for name, needle in [
+        ("arch_list.json", "must be a JSON object (a HF config.json), got list"),
+        ("arch_zero_heads.json", "num_attention_heads must be a whole number in 1.."),
+        ("arch_huge.json", "num_hidden_layers must be a whole number in 1.."),
+    ]:
+        add(f"arch {name}", ["claims", "--arch", inp[name]], needle)
+    sweeps = {
+        "seeds_true": ({"seeds": True}, "not true/false"),
+        "label_injection": ({"grid_label": "mine,rho=0.3,bits=2"}, "holds , = or :"),
+        "huge_grid": ({"grid_values": 1000}, "points (models x configurations); at most"),
+        "unknown_platform": ({"platforms": ["/nonexistent/plat.yaml"]}, "platforms:"),
+        "copied_label": ({"methods": ["rtn4", "qmc3:label=RTN-INT4 g128"]}, "both named 'RTN-INT4 g128'"),
+    }
+    for name, (change, needle) in sweeps.items():
+        spec_file = inp["sweep_dir"] / f"{name}.yaml"
+        spec_file.write_text(_sweep_yaml(model_dir, **change), encoding="utf-8")
+        add(f"sweep {name}", ["sweep", spec_file, "--store", out / "st", "--dry-run"], needle)
     add("verify a plain folder", ["verify", inp["a_folder"]], "manifest.json")
     add("verify missing", ["verify", "/nonexistent/art"], "not a directory")
     return c

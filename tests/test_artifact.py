@@ -390,3 +390,16 @@ def test_evaluating_an_artifact_reads_its_noisy_cells_per_seed(tiny_lm, tmp_path
     assert clean not in row["ppl_per_seed"]
     params = dict(art.model.named_parameters(remove_duplicate=False))
     assert all(torch.equal(params[n], qt.dequantize()) for n, qt in qm.tensors.items())
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """The manifest's size is checked before it is read: a 500 MB file is not parsed into memory."""
+    import qmc_edge.artifact.decode as dec
+
+    art = tmp_path / "art"
+    art.mkdir()
+    with open(art / MANIFEST_NAME, "wb") as f:
+        f.truncate(dec.MAX_MANIFEST_BYTES + 1)  # sparse: no disk used
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the huge manifest was read"))
+    with pytest.raises(QMCError, match="larger than 64 MiB"):
+        dec.read_manifest(art)

@@ -121,6 +121,10 @@ def test_shipped_ledgers_cover_the_four_claims_and_every_step_is_sourced_or_an_a
         (lambda d: d["claims"]["memory"]["steps"][0].update(source=" "), "steps.0.source: is empty"),
         (lambda d: d["claims"]["memory"]["steps"][0].pop("method"), "changes nothing"),
         (lambda d: d["claims"]["memory"].update(metric="speed"), "unknown metric 'speed'"),
+        (lambda d: d["claims"]["memory"]["paper"].update(low=float("nan")), "paper.low"),
+        (lambda d: d["claims"]["memory"]["paper"].update(low=-6.3), "paper.low: Input should be greater than 0"),
+        (lambda d: d["claims"]["memory"]["paper"].update(low=9.0, high=7.3), "low (9) is above high (7.3)"),
+        (lambda d: d.update(claims={}), "claims: Dictionary should have at least 1 item"),
     ],
 )
 def test_a_bad_ledger_file_is_one_line(tmp_path, edit, message):
@@ -132,7 +136,7 @@ def test_a_bad_ledger_file_is_one_line(tmp_path, edit, message):
     p.write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(QMCError) as e:
         load_ledger(p)
-    assert str(e.value).startswith(f"ledger {p}: claims.memory") and message in str(e.value)
+    assert str(e.value).startswith(f"ledger {p}: claims") and message in str(e.value)
     assert "\n" not in str(e.value)
 
 

@@ -228,3 +228,14 @@ def test_restore_brings_back_the_reference_after_several_reads(tiny_model):
     assert all(torch.equal(qm.reference[n], original[n]) for n in qm.tensors)  # still the originals
     qm.restore(tiny_model)
     assert all(torch.equal(p, original[n]) for n, p in tiny_model.named_parameters())
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_not_ignored(monkeypatch, tmp_path):
+    from qmc_edge.errors import QMCError
+    from qmc_edge.model.perplexity import load_text
+
+    monkeypatch.setenv("QMC_DATA_DIR", str(tmp_path / "nonexistent"))
+    with pytest.raises(QMCError, match="QMC_DATA_DIR=.*nonexistent is not a folder"):
+        load_text(None, allow_hub=False)
+    res = runner.invoke(app, ["ppl", "--max-windows", "1"])
+    assert res.exit_code == 2 and "QMC_DATA_DIR" in res.output and "Traceback" not in res.output

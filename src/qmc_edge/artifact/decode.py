@@ -78,6 +78,10 @@ def member(root: Path, name: str):
         ) from None
 
 
+#: A manifest lists a few hundred tensors (kB to a few MB for the largest models).
+MAX_MANIFEST_BYTES = 64 * 2**20
+
+
 def read_manifest(root: Path) -> Manifest:
     mpath = root / MANIFEST_NAME
     if not root.is_dir():
@@ -85,6 +89,8 @@ def read_manifest(root: Path) -> Manifest:
     if not mpath.is_file():
         raise QMCError(f"{mpath}: missing; {root} is not a complete qmc artifact (interrupted export?)")
     with member(root, MANIFEST_NAME):
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:  # checked before reading: a huge file is the wrong file
+            raise BadArtifact(f"larger than {MAX_MANIFEST_BYTES // 2**20} MiB; not a manifest written by qmc export")
         try:
             text = mpath.read_bytes().decode("utf-8")  # bytes: text mode would hide \r edits
             raw = json.loads(text)

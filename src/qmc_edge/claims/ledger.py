@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qmc_edge.claims.accuracy import find_accuracy
 from qmc_edge.datafile import parse_yaml_model, read_user_file
@@ -47,12 +47,20 @@ CITED = ("hardware.md", "devices.md", "paper", "arxiv", "data sheet", "platform 
 
 # ------------------------------------------------------------------------------------------ the file
 class Paper(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """The paper's figure for one claim: a ratio, or the range ``low``..``high`` of ratios it gives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     text: str
-    low: float
-    high: float
-    source: str
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> Paper:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g})")
+        return self
 
 
 class Step(BaseModel):
@@ -136,7 +144,7 @@ class Claim(BaseModel):
 class Ledger(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    claims: dict[str, Claim]
+    claims: dict[str, Claim] = Field(min_length=1)
 
 
 def load_ledger(path: str | Path | None = None) -> Ledger:

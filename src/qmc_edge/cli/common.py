@@ -192,10 +192,13 @@ def check_rng(rng: str) -> None:
         raise QMCError(f"--rng {rng}: use one of {', '.join(RNGS)}")
 
 
+MAX_SEEDS = 1000  # chips per run: beyond it a typo, not a study
+
+
 def check_seeds(seeds: int, noise_seed: int) -> tuple[int, ...]:
     """Noise seeds noise_seed .. noise_seed + seeds - 1 (both non-negative)."""
-    if seeds < 1:
-        raise QMCError(f"--seeds must be at least 1, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise QMCError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     if noise_seed < 0:
         raise QMCError(f"--noise-seed must be >= 0, got {noise_seed}")
     return tuple(range(noise_seed, noise_seed + seeds))

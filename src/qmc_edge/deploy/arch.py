@@ -150,6 +150,33 @@ def known_arch(name: str) -> Arch:
     return from_config(cfg, key, f"HF config.json of {e['hf_id']} ({e['checked']}), known_archs.yaml")
 
 
+#: A config.json is a few kB; sizes beyond these bounds are a typo or an attack, and building such a model
+#: (even without weights) would hang or run out of memory.
+MAX_CONFIG_BYTES = 4 * 2**20
+CONFIG_BOUNDS = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 65536,
+    "intermediate_size": 1 << 20,
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "vocab_size": 1 << 22,
+}
+
+
+def _check_config(data: object, p: Path) -> None:
+    """A config.json is a mapping with a model type and sizes in range; one line otherwise."""
+    if not isinstance(data, dict):
+        raise QMCError(f"architecture config {p} must be a JSON object (a HF config.json), got {type(data).__name__}")
+    if not isinstance(data.get("model_type"), str):
+        raise QMCError(f"architecture config {p} has no model_type; give a HF config.json")
+    for key, top in CONFIG_BOUNDS.items():
+        v = data.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise QMCError(f"architecture config {p}: {key} must be a whole number in 1..{top:,}, got {v!r}")
+
+
 def resolve_arch(spec: str) -> Arch:
     """A known architecture name, a config.json, or a folder holding one (weights not needed)."""
     p = Path(spec).expanduser()
@@ -160,11 +187,17 @@ def resolve_arch(spec: str) -> Arch:
             raise QMCError(f"architecture config not found: {spec}; give a config.json or a known name")
         from transformers import AutoConfig
 
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise QMCError(f"architecture config {p} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; not a config.json")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise QMCError(f"cannot read architecture from {p}: {type(exc).__name__}: {exc}") from None
+        _check_config(data, p)
+        try:
             model_type = data.pop("model_type")
             cfg = AutoConfig.for_model(model_type, **data)
-        except (json.JSONDecodeError, KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise QMCError(f"cannot read architecture from {p}: {type(exc).__name__}: {exc}") from None
         return from_config(cfg, p.parent.name or p.stem, f"config {p}")
     return known_arch(spec)

@@ -83,6 +83,10 @@ class Level(BaseModel):
     sigma: Sigma
 
 
+#: Below this a conductance window is not in microsiemens (8e-6 is 8 uS written in siemens).
+MIN_WINDOW_uS = 0.1
+
+
 class Conductance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,6 +95,11 @@ class Conductance(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Conductance:
+        if self.g_max_uS.value < MIN_WINDOW_uS:
+            raise ValueError(
+                f"g_max_uS is {self.g_max_uS.value:g}: the window is in microsiemens (a ReRAM cell conducts about "
+                f"1-500 uS); a value below {MIN_WINDOW_uS:g} looks like siemens"
+            )
         if self.g_max_uS.value <= self.g_min_uS.value:
             raise ValueError(f"g_max_uS ({self.g_max_uS.value:g}) must be above g_min_uS ({self.g_min_uS.value:g})")
         return self
@@ -205,6 +214,11 @@ class CellModelFile(BaseModel):
             for k in v:
                 if isinstance(k, bool) or not isinstance(k, int | str) or str(k).strip() not in _BITS_KEYS:
                     raise ValueError(f"key {k!r}: bits per cell must be 1 to {MAX_BITS_PER_CELL}")
+            seen: dict[str, object] = {}
+            for k in v:  # 3: and '3': are one table given twice (the second would silently win)
+                if str(k).strip() in seen:
+                    raise ValueError(f"{k!r} and {seen[str(k).strip()]!r} are the same bits per cell; give it once")
+                seen[str(k).strip()] = k
             if not v:
                 raise ValueError("no level table; give at least one, e.g. `3:` with 8 levels")
         return v

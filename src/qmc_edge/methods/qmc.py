@@ -130,8 +130,8 @@ class QMC(ReRAMOptions, TensorMethod):
             raise ValueError(f"rho must be in [0, 0.5], got {self.rho}")
         if not 2 <= self.outlier_bits <= 16:
             raise ValueError(f"outlier_bits must be in 2..16, got {self.outlier_bits}")
-        if self.n_clip < 1:
-            raise ValueError(f"n_clip must be >= 1 (1 = plain min-max), got {self.n_clip}")
+        if not 1 <= self.n_clip <= 1000:
+            raise ValueError(f"n_clip must be in 1..1000 (1 = plain min-max), got {self.n_clip}")
         check_mram(self.mram_ber)
         if self.gptq_noise and self.rounding != "gptq":
             raise ValueError("gptq_noise applies to rounding=gptq")
@@ -141,6 +141,13 @@ class QMC(ReRAMOptions, TensorMethod):
         if self.budget is not None:
             if not 1.0 <= self.budget <= 16.0:
                 raise ValueError(f"budget is whole-model bits per parameter, in [1, 16]; got {self.budget:g}")
+            fields = type(self).model_fields
+            chosen = [k for k in ("bits", "cell_bits", "rho") if getattr(self, k) != fields[k].default]
+            if chosen:
+                raise ValueError(
+                    f"a budget chooses bits, cell_bits and rho per tensor; drop {', '.join(chosen)} "
+                    "(it would be ignored)"
+                )
         elif self.sensitivity != "self" and not self._outliers_need_fisher:
             raise ValueError("sensitivity weights the budget search and outliers_by=fisher; it needs one of them")
         if self._outliers_need_fisher and self.sensitivity == "uniform":

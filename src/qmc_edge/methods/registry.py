@@ -91,6 +91,8 @@ def _coerce(value: str) -> object:
         return True
     if low in ("false", "no", "off"):
         return False
+    if "_" in value:  # int("1_28") is 128: a typo must not pass as a number
+        return value
     for cast in (int, float):
         try:
             return cast(value)

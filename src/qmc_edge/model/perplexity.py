@@ -33,6 +33,8 @@ def _wikitext_candidates() -> list[Path]:
     here = Path(__file__).resolve()
     roots = [Path.cwd().parent, Path.cwd(), *here.parents]
     env = os.environ.get("QMC_DATA_DIR")
+    if env and not Path(env).is_dir():
+        raise QMCError(f"QMC_DATA_DIR={env} is not a folder; point it at the folder that holds wikitext-2-raw/")
     cands = [Path(env) / "wikitext-2-raw/wiki.test.raw"] if env else []
     cands += [r / WIKITEXT_REL for r in roots]
     return cands

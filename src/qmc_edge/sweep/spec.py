@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,12 @@ EXAMPLE = __doc__.split("::\n\n", 1)[1].rstrip() + "\n"
 EXAMPLE = "\n".join(line[4:] for line in EXAMPLE.splitlines()) + "\n"
 
 
+#: Bounds on what a spec can ask for: beyond them a spec is a typo or an attack, not a study.
+MAX_POINTS = 10_000  # method configurations x models
+MAX_SEEDS = 1_000
+MAX_VALUES = 1_000  # values of one grid option
+
+
 class Grid(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +60,13 @@ class Grid(BaseModel):
         for k, vals in v.items():
             if not vals:
                 raise ValueError(f"option {k!r} has an empty list of values")
+            if len(vals) > MAX_VALUES:
+                raise ValueError(f"option {k!r} has {len(vals)} values; at most {MAX_VALUES}")
+            for x in vals:
+                if x is not None and not isinstance(x, bool | int | float | str):
+                    raise ValueError(f"option {k!r}: a value must be a number, a word or null, got {type(x).__name__}")
+                if isinstance(x, str) and any(c in x for c in ",=:"):
+                    raise ValueError(f"option {k!r}: value {x!r} holds , = or : (it would set other options)")
         return v
 
 
@@ -77,11 +91,20 @@ class Eval(BaseModel):
     tasks: Tasks | None = None
     seeds: int | list[int] = 3
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _no_bool(cls, v: object) -> object:
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise ValueError("must be a number of seeds or a list of seeds, not true/false")
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: int | list[int]) -> int | list[int]:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be >= 1 (or a list of seeds)")
+        if (v if isinstance(v, int) else len(v)) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds")
         if isinstance(v, list) and (not v or len(set(v)) != len(v) or any(s < 0 for s in v)):
             raise ValueError("a list of seeds must be non-empty, distinct and >= 0")
         return v
@@ -119,6 +142,12 @@ class SweepSpec(BaseModel):
     def _has_methods(self) -> SweepSpec:
         if not self.methods and not self.grids:
             raise ValueError("names no method; give methods: [...] and/or grids: [...]")
+        n = len(self.methods) + sum(math.prod(len(v) for v in g.options.values()) for g in self.grids)
+        if n * len(self.models) > MAX_POINTS:
+            raise ValueError(
+                f"asks for {n * len(self.models):,} points (models x configurations); at most {MAX_POINTS:,}: "
+                "split it into several sweeps"
+            )
         return self
 
 
@@ -133,10 +162,19 @@ class Point:
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
+    """A sweep spec file, validated, with its platforms loaded (so a bad one fails a --dry-run too)."""
+    from qmc_edge.deploy.platform import load_platform
+
     shown = str(path)
     text = read_user_file(Path(path), shown, "sweep spec", "write one like `qmc sweep --example`")
     hint = "must be a mapping (name:, models:, methods:, ...); see --example"
-    return parse_yaml_model(text, "sweep spec", shown, SweepSpec, hint)
+    spec = parse_yaml_model(text, "sweep spec", shown, SweepSpec, hint)
+    for name in spec.platforms:
+        try:
+            load_platform(name)
+        except QMCError as exc:
+            raise QMCError(f"sweep spec {shown}: platforms: {exc}") from None
+    return spec
 
 
 def _option_text(v: object) -> str:
@@ -231,6 +269,11 @@ def expand(spec: SweepSpec) -> list[Point]:
             parsed.append((t, parse_method(t)))
         except ValueError as exc:
             raise QMCError(f"sweep {spec.name}: method {t!r}: {exc}") from None
+    names: dict[str, str] = {}
+    for _, ms in parsed:  # two configurations under one name would be rows no one can tell apart
+        seen = names.setdefault(ms.name, json.dumps(method_identity(ms), sort_keys=True, default=str))
+        if seen != json.dumps(method_identity(ms), sort_keys=True, default=str):
+            raise QMCError(f"sweep {spec.name}: two configurations are both named {ms.name!r}; give each its own label")
     points: dict[str, Point] = {}
     for m in spec.models:
         mid = model_identity(m)
