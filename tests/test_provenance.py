@@ -35,3 +35,14 @@ def test_results_files_and_store_rows_carry_it(tiny_model_dir, tmp_path):
     (row,) = Store(tmp_path / "st").read().to_pylist()
     v = json.loads(row["versions_json"])
     assert v["commit"] == code_revision()["commit"] and v["dirty"] == code_revision()["dirty"]
+
+
+def test_the_store_key_follows_the_results_version(tiny_model_dir, monkeypatch):
+    """Version 1 keys as the store was first written (its points stay valid); any later version is in
+    the key, so bumping it makes every stored point one to recompute."""
+    import qmc_edge.sweep.spec as spec_mod
+
+    points = spec_mod.expand(_spec(str(tiny_model_dir), methods=["fp", "qmc3"], grids=[]))
+    monkeypatch.setattr(spec_mod, "RESULTS_VERSION", 2)
+    again = spec_mod.expand(_spec(str(tiny_model_dir), methods=["fp", "qmc3"], grids=[]))
+    assert {p.key for p in points}.isdisjoint({p.key for p in again})

@@ -68,7 +68,7 @@ def _versions() -> str:
     import transformers
 
     from qmc_edge import __version__
-    from qmc_edge.provenance import code_revision
+    from qmc_edge.provenance import RESULTS_VERSION, code_revision
 
     code = code_revision()
     return json.dumps(
@@ -76,6 +76,7 @@ def _versions() -> str:
             "qmc_edge": __version__,
             "commit": code["commit"],
             "dirty": code["dirty"],
+            "results_version": RESULTS_VERSION,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": pyplatform.python_version(),

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from qmc_edge.datafile import parse_yaml_model, read_user_file
 from qmc_edge.errors import QMCError
 from qmc_edge.methods.registry import LEGACY_OPTIONS
+from qmc_edge.provenance import RESULTS_VERSION
 
 EMBEDDED = "embedded"
 
@@ -256,6 +257,8 @@ def point_key(model_id: dict, method_dump: dict, spec: SweepSpec) -> str:
         "workload": spec.workload.model_dump(),
         "qmc_edge": __version__,
     }
+    if RESULTS_VERSION > 1:  # version 1 keys as the store was first written, so its points stay valid
+        payload["results_version"] = RESULTS_VERSION
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
