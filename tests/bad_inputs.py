@@ -51,6 +51,10 @@ def make_inputs(root: Path) -> dict[str, Path]:
     w("inf_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: .inf", mine, count=1))
     w("huge_platform.yaml", re.sub(r"value: [0-9.e+-]+", "value: 1e308", mine, count=1))
     w("dup_platform.yaml", "name: mine\nname: other\n")
+    w("twin_a.yaml", mine.replace("name: my_orin", "name: twin", 1))
+    w("twin_b.yaml", mine.replace("name: my_orin", "name: twin", 1))
+    (root / "a_store" / "points").mkdir(parents=True, exist_ok=True)
+    f["a_store"] = root / "a_store"
     # The audit of 2026-12 (issue 28): files that set loose values or sizes beyond any study.
     from qmc_edge.memory import files as cellfiles
 
@@ -245,6 +249,12 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
         spec_file = inp["sweep_dir"] / f"{name}.yaml"
         spec_file.write_text(_sweep_yaml(model_dir, **change), encoding="utf-8")
         add(f"sweep {name}", ["sweep", spec_file, "--store", out / "st", "--dry-run"], needle)
+    add(
+        "two platforms one name",
+        ["deploy", "-m", "fp", "--platform", inp["twin_a.yaml"], "--platform", inp["twin_b.yaml"]],
+        "two platforms are named 'twin'",
+    )
+    add("report --out a file", ["report", inp["a_store"], "--out", inp["empty.txt"]], "is a file; give a folder")
     add("verify a plain folder", ["verify", inp["a_folder"]], "manifest.json")
     add("verify missing", ["verify", "/nonexistent/art"], "not a directory")
     return c

@@ -403,3 +403,20 @@ def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the huge manifest was read"))
     with pytest.raises(QMCError, match="larger than 64 MiB"):
         dec.read_manifest(art)
+
+
+def test_a_listed_file_replaced_by_a_link_to_an_identical_copy_is_refused(tiny_lm, tmp_path):
+    """The link's target can change after verify without the folder changing: a link is not the
+    artifact's own file, even when what it points to is byte for byte the listed file."""
+    import shutil
+
+    _export(tiny_lm, "rtn4", tmp_path / "art")
+    f = tmp_path / "art" / "codes.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(f, outside)
+    f.unlink()
+    f.symlink_to(outside)
+    with pytest.raises(QMCError, match="codes.safetensors.*is a link"):
+        verify_artifact(tmp_path / "art")
+    with pytest.raises(QMCError, match="is a link"):
+        load_artifact(tmp_path / "art")

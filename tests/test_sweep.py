@@ -270,3 +270,15 @@ def test_one_writer_per_store_and_a_killed_writes_leftovers_are_cleared(tiny_mod
     assert not leftover.exists()
     r = CliRunner().invoke(app, ["sweep", str(store / "sweep.yaml"), "--store", str(store)])
     assert r.exit_code == 0 and "done 0, skipped 1" in r.output, r.output
+
+
+def test_report_tables_keep_labels_with_pipes_in_one_cell(tiny_model_dir, tmp_path):
+    spec = tmp_path / "s.yaml"
+    data = _spec(str(tiny_model_dir), methods=["rtn:bits=4,label=a|b"], grids=[]).model_dump()
+    spec.write_text(yaml.safe_dump(data), encoding="utf-8")
+    store = tmp_path / "st"
+    assert CliRunner().invoke(app, ["sweep", str(spec), "--store", str(store)]).exit_code == 0
+    md = write_report(store)["markdown"].read_text(encoding="utf-8")
+    (row,) = [ln for ln in md.splitlines() if "a\\|b" in ln]
+    head = next(ln for ln in md.splitlines() if ln.startswith("| ") and "a\\|b" not in ln)
+    assert row.replace("\\|", "").count("|") == head.count("|")  # as many cells as the header

@@ -133,6 +133,10 @@ def check_files(root: Path, manifest: Manifest) -> None:
             raise QMCError(f"{root / MANIFEST_NAME}: lists an unsafe file name {name!r}; re-export the artifact")
         path = root / name
         with member(root, name):
+            if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
+                # a link (even to an identical copy elsewhere) is not the artifact's own file: what it
+                # points to can change after verify without the folder changing
+                raise BadArtifact("is a link, not a file of the artifact; copy the file into the folder")
             if not path.is_file():
                 raise QMCError(f"{path}: missing file listed in the manifest; the artifact is incomplete, re-export it")
             size = path.stat().st_size

@@ -115,6 +115,9 @@ def errors():
         fail(str(exc).splitlines()[0] if str(exc) else "failed")
     except ValueError as exc:  # bad method specs and option values
         fail(str(exc).splitlines()[0])
+    except OSError as exc:  # a file the command writes or reads: read-only folders, full disks, ...
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"cannot access{where}: {exc.strerror or exc}; check the path and its permissions")
 
 
 @contextmanager

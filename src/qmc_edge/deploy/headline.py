@@ -31,7 +31,14 @@ PAPER_HEADLINE = {
 
 # ------------------------------------------------------------------------------- high-level API
 def resolve_platforms(platforms: Sequence[str | Platform]) -> list[Platform]:
-    return [p if isinstance(p, Platform) else load_platform(p) for p in platforms]
+    """The platforms, loaded; two under one ``name:`` are refused (their rows could not be told apart,
+    and a JSON keyed by name would keep one)."""
+    out = [p if isinstance(p, Platform) else load_platform(p) for p in platforms]
+    names = [p.name for p in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise QMCError(f"two platforms are named {twice[0]!r}; give each file its own name:")
+    return out
 
 
 def _scalar(x):

@@ -133,13 +133,23 @@ def _current_keys(spec_file: Path) -> set[str] | None:
         return None
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a label's | or line break would split the row."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
 def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """frontier PNG + report.md + report.html (the PNG embedded) in ``out_dir`` (default: the store)."""
     store = Store(store_dir)
     if not store.points.is_dir():
         raise QMCError(f"{store_dir} is not a results store (no points/ folder); run `qmc sweep SPEC --store DIR`")
     out = Path(out_dir or store_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise QMCError(f"--out {out} is a file; give a folder for report.md, report.html and frontier.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QMCError(f"cannot create {out} ({exc.strerror or exc}); give a writable --out folder") from None
     spec_file = store.root / "sweep.yaml"
     spec_text = spec_file.read_text(encoding="utf-8") if spec_file.is_file() else "(no spec recorded)"
     keys = _current_keys(spec_file)
@@ -161,7 +171,7 @@ def write_report(store_dir: str | Path, out_dir: str | Path | None = None) -> di
     if png:
         md += [f"![frontier]({png.name})", ""]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in body]
+    md += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in body]
     if failed:
         md += ["", "## Failed points", ""] + [f"- {f['model']} / {f['method']}: {f['error']}" for f in failed.values()]
     md += ["", "## Spec", "", "```yaml", spec_text.rstrip(), "```", "", "## Environment", "", f"`{versions}`", ""]

@@ -162,13 +162,18 @@ class Store:
         return self.scan()[1]
 
     def failed(self) -> dict[str, dict]:
+        """{key: its failure record} (model, method, error: strings). A record that cannot be read or
+        is not such a mapping is reported as what it is, not skipped: it still names a failed point."""
         out = {}
         if self.failures.is_dir():
             for p in self.failures.glob("*.json"):
                 try:
-                    out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    continue
+                    rec = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    rec = {"error": f"failure record {p.name} cannot be read ({type(exc).__name__})"}
+                if not isinstance(rec, dict):
+                    rec = {"error": f"failure record {p.name} is not a mapping"}
+                out[p.stem] = {k: str(rec.get(k, "?")) for k in ("model", "method", "error")}
         return out
 
     def _atomic(self, path: Path, write) -> None:
