@@ -210,7 +210,7 @@ def write_md() -> None:
         "the best); expected error: total expected squared read error of all tensors, device errors included",
         *(
             [
-                "- compiled: per group in one loop (`src/qmc_edge/clip_kernel.py`, numba; how both searches run "
+                "- compiled: per group in one loop (`src/qmc_edge/quant/clip_kernel.py`, numba; how both searches run "
                 "on a CPU); torch: the same search as torch tensor passes (`uniform.COMPILED = False`; what runs "
                 "on a GPU); compiled = torch: share of groups where both chose the same grid (both take each "
                 "group's sum in one fixed order, so any difference is a bug); the kernel's first use took "

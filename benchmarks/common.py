@@ -7,6 +7,18 @@ import torch
 from qmc_edge.torch_device import machine_label  # noqa: F401 - re-exported for the scripts
 
 
+def _portable_arg(arg: str) -> str:
+    """A command-line argument as a recorded command shows it: a file outside the repository by its
+    name only (its folder exists on one machine)."""
+    from pathlib import Path
+
+    p = Path(arg)
+    root = Path(__file__).resolve().parents[1]
+    if p.is_absolute() and p.exists() and not p.resolve().is_relative_to(root):
+        return p.name
+    return arg
+
+
 def run_header(script: str, model: str, note: str, text: str, context: int, windows: int, t0: float) -> dict:
     """The fields every model benchmark's JSON starts with: the command, date, machine, model (and
     what its reference is), the text and how much of it, and the wall time since ``t0``."""
@@ -15,7 +27,7 @@ def run_header(script: str, model: str, note: str, text: str, context: int, wind
     import time
 
     return {
-        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "command": f"python benchmarks/{script} " + " ".join(_portable_arg(a) for a in sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "machine": machine_label(),
         "model": model,

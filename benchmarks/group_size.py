@@ -1,4 +1,6 @@
-"""Quick screen of the QMC group size (ideal memory): the numbers in benchmarks/notes.md.
+"""Quick screen of the QMC group size (ideal memory, 3-bit inliers, 1% outliers): per group size,
+perplexity with the clip search (20 ratios) and with plain min-max, on the first windows of WikiText-2.
+Writes benchmarks/results/group_size.json (BENCHMARKS.md "Choice of the default group size").
 
 python benchmarks/group_size.py            # 3 windows of 2048, about 5 min here
 """
@@ -7,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from pathlib import Path
 
 import torch
+from common import run_header, write_json
 
 from qmc_edge.loaded import bos_for
 from qmc_edge.methods import parse_method
@@ -29,9 +34,14 @@ def main() -> None:
     for g in (0, 64, 128, 256):
         for n_clip in (20, 1):
             rows.append(f"qmc:bits=3,group_size={g},n_clip={n_clip},ideal_memory=true")
+    t0 = time.perf_counter()
+    out = []
     for m in rows:
         r = run_method(lm, parse_method(m), ids, cfg)
         print(f"{m:55s} eff {r['effective_bits']:.3f}  PPL {r['ppl_mean']:.3f}", flush=True)
+        out.append({"method_text": m, "effective_bits": r["effective_bits"], "ppl": r["ppl_mean"]})
+    head = run_header("group_size.py", Path(lm.source).name, lm.note, "wikitext-2 test", 2048, args.windows, t0)
+    write_json(Path(__file__).resolve().parent / "results" / "group_size.json", {**head, "rows": out})
 
 
 if __name__ == "__main__":

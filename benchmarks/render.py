@@ -5,6 +5,7 @@ other sections from the JSON and Markdown files the other benchmark scripts writ
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from qmc_edge.sweep.spec import load_sweep_spec, method_texts
@@ -156,6 +157,30 @@ def _speed_section(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _group_size_section(d: dict) -> str:
+    """The default group size's screen (benchmarks/group_size.py): per group, perplexity with the clip
+    search and with plain min-max, QMC 3-bit inliers, 1% outliers, ideal memory."""
+    by = {r["method_text"]: r for r in d["rows"]}
+    fp = by["fp"]["ppl"]
+    lines = [
+        "## Choice of the default group size (QMC, 3-bit inliers)",
+        "",
+        f"- command: `{d['command'].strip()}`; date: {d['date']}; machine: {d['machine']}",
+        f"- {d['model']}, WikiText-2 test, first {d['windows']} windows of {d['context']} tokens, ideal memory "
+        f"(no device noise), rho = 1%; FP {fp:.2f}, RTN-INT3 {by['rtn3']['ppl']:.2f}, QMC without outliers "
+        f"(rho = 0, clip search only) {by['qmc:bits=3,rho=0,ideal_memory=true']['ppl']:.2f}",
+        "",
+        "| group | eff. bits | PPL, clip search (20 ratios) | PPL, min-max (no search) |",
+        "|---|---:|---:|---:|",
+    ]
+    for g in (0, 64, 128, 256):
+        search = by[f"qmc:bits=3,group_size={g},n_clip=20,ideal_memory=true"]
+        minmax = by[f"qmc:bits=3,group_size={g},n_clip=1,ideal_memory=true"]
+        label = "per channel" if g == 0 else str(g)
+        lines.append(f"| {label} | {search['effective_bits']:.3f} | {search['ppl']:.2f} | {minmax['ppl']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _where(spec: dict) -> str:
     """Where a configuration's codes live: its ReRAM cell model and error rate, or ideal memory."""
     from qmc_edge.methods.registry import method_class
@@ -222,6 +247,15 @@ _FRONTIER_TASKS = (
 )
 
 
+_ABSOLUTE = re.compile(r"(?<![\w.])(?:/[\w.+-]+)+/([\w.+-]+\.(?:gguf|safetensors|json|yaml|txt))\b")
+
+
+def portable(text: str) -> str:
+    """Absolute paths of model and data files (a folder on one machine only) shortened to their file
+    names: a recorded command must not name a path that exists on one machine."""
+    return _ABSOLUTE.sub(lambda m: m.group(1), text)
+
+
 def render() -> Path:
     parts = [
         "# Benchmarks",
@@ -254,12 +288,16 @@ def render() -> Path:
                     parts.append(section(d, "### Zero-shot reasoning: library baselines and QMC+GPTQ"))
                 elif d:
                     parts.append(section(d))
-    notes = HERE / "notes.md"
-    if notes.is_file():
-        parts.append(notes.read_text())
+    gs = HERE / "results" / "group_size.json"
+    if gs.is_file():
+        parts.append(_group_size_section(json.loads(gs.read_text())))
+    parts.append(
+        "Commentary on these results (hand-written, not generated: its figures quote the sections above "
+        "and may lag them) is in `benchmarks/notes.md`.\n"
+    )
     out = ROOT / "BENCHMARKS.md"
     tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts))
+    tmp.write_text(portable("\n".join(parts)))
     tmp.replace(out)
     return out
 

@@ -197,19 +197,13 @@ def test_labels_of_presets_are_unique_and_round_trip():
         spec_from_dict({**parse_method("qmc3").model_dump(), "colour": 1})
 
 
-# Results files written before the method registry (options every method took, since refused) and
-# produced by no script in benchmarks/: they are read by nothing but BENCHMARKS.md's renderer, and
-# are to be regenerated or deleted (issue 28). Every other stored spec must read.
-PRE_REGISTRY = {"ppl_40windows_cpu.json", "tasks_speed_cpu.json"}
-
-
 def _stored_specs() -> list[dict]:
     """Every method spec the repository's results hold: results files' rows and the store's points."""
     from qmc_edge.sweep.store import Store
 
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     out = []
-    for f in sorted(f for f in (root / "results").glob("*.json") if f.name not in PRE_REGISTRY):
+    for f in sorted((root / "results").glob("*.json")):
         d = json.loads(f.read_text(encoding="utf-8"))
         if isinstance(d, dict) and isinstance(d.get("rows"), list):
             out += [r["spec"] for r in d["rows"] if isinstance(r, dict) and isinstance(r.get("spec"), dict)]

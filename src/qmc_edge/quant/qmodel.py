@@ -78,7 +78,7 @@ class QuantizedModel:
 
         ``rng``: ``torch`` draws with torch's CPU generator (the numbers every stored result was
         measured with); ``philox`` with :class:`~qmc_edge.memory.counter_rng.CounterStream`, keyed the same
-        way, whose draws are identical on CPU and GPU (slower on a CPU: about 4x per read here)."""
+        way, whose draws are identical on CPU and GPU (slower than torch's generator on a CPU)."""
         if read < 0:
             raise ValueError(f"read must be >= 0, got {read}")
         if rng not in RNGS:
