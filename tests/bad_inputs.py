@@ -63,6 +63,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
     w("cell_siemens.yaml", re.sub(r"(g_max_uS:\s*\n?\s*\{?\s*value:\s*)[0-9.e+-]+", r"\g<1>9e-5", mine_cell, count=1))
     block = mine_cell[mine_cell.index("\n  3:\n") : mine_cell.index("\nretention:")]
     w("cell_two_3s.yaml", mine_cell.replace(block, block + block.replace("\n  3:\n", "\n  '3':\n", 1), 1))
+    w("cell_two_names_a.yaml", mine_cell)
+    w("cell_two_names_b.yaml", mine_cell)
     w("arch_list.json", "[1, 2]")
     w("arch_zero_heads.json", json.dumps({"model_type": "llama", "num_attention_heads": 0, "hidden_size": 64}))
     w("arch_huge.json", json.dumps({"model_type": "llama", "num_hidden_layers": 10_000_000}))
@@ -253,6 +255,16 @@ def cases(root: Path, model_dir: Path, text: Path, artifact: Path, platform_copy
         "two platforms one name",
         ["deploy", "-m", "fp", "--platform", inp["twin_a.yaml"], "--platform", inp["twin_b.yaml"]],
         "two platforms are named 'twin'",
+    )
+    add(
+        "compare two rows one label",
+        ["compare", *m, "--text", text, "-m", "rtn4", "-m", "qmc3:label=RTN-INT4 g128"],
+        "two methods are both named 'RTN-INT4 g128'",
+    )
+    add(
+        "cells two files one name",
+        ["cells", "-f", inp["cell_two_names_a.yaml"], "-f", inp["cell_two_names_b.yaml"]],
+        "two cell models are both named 'my_rram'",
     )
     add("report --out a file", ["report", inp["a_store"], "--out", inp["empty.txt"]], "is a file; give a folder")
     add("verify a plain folder", ["verify", inp["a_folder"]], "manifest.json")

@@ -43,6 +43,7 @@ from qmc_edge.cli.common import (
     progress_bars,
     run_env,
     spec_from_flags,
+    unique_names,
 )
 from qmc_edge.cli.eval_cmds import load_task_items, read_text, run_compare, warn_gptq_fallback
 from qmc_edge.jsonio import write_json
@@ -172,7 +173,7 @@ def compare(
     """A matrix of methods on one model: bits, effective bits, compression, PPL mean ± std, time
     (and reasoning-task accuracy columns with --task)."""
     with errors():
-        specs = [parse_method(m) for m in (methods or DEFAULT_COMPARE)]
+        specs = unique_names([parse_method(m) for m in (methods or DEFAULT_COMPARE)], "methods")
         seed_list = check_seeds(seeds, noise_seed)
         check_eval(context, max_windows)
         check_limit(task_limit)

@@ -90,6 +90,16 @@ CellOpt = Annotated[int | None, typer.Option("--cell-bits", help="bits per ReRAM
 EmbOpt = Annotated[bool, typer.Option("--quantize-embeddings", help="quantize embeddings and head too")]
 
 
+def unique_names(items: list, what: str) -> list:
+    """``items`` (method specs, cell models: anything with a ``name``), refused in one line when two
+    share a name: their rows could not be told apart, and a JSON keyed by name would keep one."""
+    names = [i.name for i in items]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise QMCError(f"two {what} are both named {twice!r}; give each its own label (or name:)")
+    return items
+
+
 def spec_from_flags(method: str, bits=None, group_size=None, rho=None, cell_bits=None, embeddings=False):
     """The method named by ``--method`` with the override flags applied (an inapplicable flag is an error)."""
     from qmc_edge.methods import parse_method

@@ -191,12 +191,13 @@ def _costs_from_reports(paths: list[Path], arch_opt: str | None):
 def _costs_from_model(model: str | None, methods: list[str]):
     from qmc_edge.cli.common import load as _load
     from qmc_edge.cli.common import progress_bars as _progress
+    from qmc_edge.cli.common import unique_names
     from qmc_edge.deploy.arch import from_model
     from qmc_edge.deploy.demand import MethodCost
     from qmc_edge.methods import parse_method
     from qmc_edge.methods.whole_model import quantize_model, storage_report
 
-    specs = [parse_method(m) for m in methods]
+    specs = unique_names([parse_method(m) for m in methods], "methods")
     lm = _load(model)
     arch = from_model(lm.model, EMBEDDED_ARCH if model is None else Path(model).name or model, lm.source)
     costs = {}

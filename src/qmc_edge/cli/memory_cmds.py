@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from qmc_edge.cli.common import JsonOpt, check_output_file, errors, out
+from qmc_edge.cli.common import JsonOpt, check_output_file, errors, out, unique_names
 
 FileOpt = Annotated[
     list[Path] | None,
@@ -64,9 +64,10 @@ def register(app: typer.Typer) -> None:
             age_list = list(ages or DEFAULT_AGES)
             for a in age_list:
                 parse_age(a)
-            specs = [load_cell_model(n) for n in shipped_cell_models()] + [
-                load_cell_model(Path(f)) for f in files or []
-            ]
+            specs = unique_names(
+                [load_cell_model(n) for n in shipped_cell_models()] + [load_cell_model(Path(f)) for f in files or []],
+                "cell models",
+            )
             rows = cell_model_table(
                 specs,
                 age_list,

@@ -19,6 +19,7 @@ from qmc_edge.cli.common import (
     check_seeds,
     errors,
     load,
+    unique_names,
 )
 
 
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from qmc_edge.torch_device import check_device
 
         with errors():
-            specs = [parse_method(m) for m in (methods or ["fp"])]
+            specs = unique_names([parse_method(m) for m in (methods or ["fp"])], "methods")
             seed_list = check_seeds(seeds, noise_seed)
             check_limit(limit)
             check_output_file(json_path)
