@@ -209,17 +209,33 @@ def _targets(rs: list[dict]) -> list[str]:
         # Only configurations worth reading count: 2-bit cells hardly ever err, so a 2-bit row at 200x FP
         # has no noise cost and says nothing about the target.
         usable = [r for r in d["rows"] if r["clean_ppl"] <= 2 * d["fp_ppl"]] or d["rows"]
-        best = min(usable, key=lambda r: r["noise_cost"])
+
+        def costs(r: dict) -> list[float]:
+            """Every measurement of this configuration's noise cost: noise_cost.py's own, and the store's
+            noisy rows of the same configuration against the same clean perplexity. A target is judged
+            on all of them (the worst), never on the best of two."""
+            same = [x for x in rs if x["method"] == r["method"] and x["memory"] == "reram"]
+            return [r["noise_cost"], *(x["ppl"] / r["clean_ppl"] - 1 for x in same)]
+
+        best = min(usable, key=lambda r: max(costs(r)))
         default = d["rows"][0]
+
+        def shown(r: dict) -> str:
+            c = costs(r)
+            extra = (
+                f" (all {len(c)} measurements: " + ", ".join(f"{100 * x:+.1f}%" for x in c) + ")" if len(c) > 1 else ""
+            )
+            return f"{r['method']} {100 * max(c):+.1f}%{extra}"
+
         lines.append(
-            f"- noise cost (noisy ReRAM against the same codes read without error) <= 5%: {default['method']} "
-            f"{100 * default['noise_cost']:+.1f}%; lowest measured with clean perplexity <= 2x FP "
-            f"{best['method']} {100 * best['noise_cost']:+.1f}% (`benchmarks/noise_cost.py`, below): "
+            f"- noise cost (noisy ReRAM against the same codes read without error) <= 5%, judged on every "
+            f"measurement of a configuration: {shown(default)}; lowest with clean perplexity <= 2x FP {shown(best)} "
+            "(`benchmarks/noise_cost.py` and the store, below): "
             + (
                 "**reached**"
-                if default["noise_cost"] <= 0.05
+                if max(costs(default)) <= 0.05
                 else f"**reached** by {best['method']}, **missed** by the default configuration"
-                if best["noise_cost"] <= 0.05
+                if max(costs(best)) <= 0.05
                 else "**missed** at the default device and age"
             )
         )
@@ -228,7 +244,7 @@ def _targets(rs: list[dict]) -> list[str]:
             if r["method_text"] == top:
                 lines.append(
                     f"  - the best variant above, {r['method']}: clean {r['clean_ppl']:.2f}, noisy "
-                    f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {100 * r['noise_cost']:+.1f}%"
+                    f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {shown(r)}"
                 )
     return lines
 
