@@ -224,62 +224,6 @@ def test_export_refuses_to_overwrite(tiny_lm, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "notes"]  # no temp dirs left
 
 
-@pytest.mark.parametrize("crash_at", ["save_file", "manifest", "rename"])
-def test_interrupted_export_leaves_nothing_that_looks_complete(tiny_lm, tmp_path, monkeypatch, crash_at):
-    import qmc_edge.artifact.export as ex
-
-    spec = parse_method("qmc3")
-    qm = quantize_model(tiny_lm.model, spec)
-    export_artifact(tiny_lm, parse_method("rtn4"), quantize_model(tiny_lm.model, parse_method("rtn4")), tmp_path / "b")
-    before = (tmp_path / "b" / MANIFEST_NAME).read_bytes()
-
-    def boom(*a, **k):
-        raise KeyboardInterrupt
-
-    if crash_at == "save_file":
-        import safetensors.torch
-
-        real = safetensors.torch.save_file
-
-        def meta_fails(tensors, path, *a, **k):  # some tensor files are written, then the crash
-            if str(path).endswith("meta.safetensors"):
-                raise KeyboardInterrupt
-            return real(tensors, path, *a, **k)
-
-        monkeypatch.setattr(safetensors.torch, "save_file", meta_fails)
-    elif crash_at == "manifest":
-        monkeypatch.setattr(ex, "manifest_text", boom)
-    else:
-        monkeypatch.setattr(ex, "replace_dir", boom)
-    for out, force in ((tmp_path / "a", False), (tmp_path / "b", True)):
-        with pytest.raises(KeyboardInterrupt):
-            export_artifact(tiny_lm, spec, qm, out, force=force)
-    assert not (tmp_path / "a").exists()
-    assert (tmp_path / "b" / MANIFEST_NAME).read_bytes() == before  # the old artifact is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
-    verify_artifact(tmp_path / "b")
-
-
-def test_hard_kill_leaves_only_a_hidden_incomplete_dir(tiny_lm, tmp_path, monkeypatch):
-    """As if the process died mid-export (no cleanup ran): only .a.tmp-* exists, without a manifest."""
-    import shutil
-
-    import qmc_edge.artifact.export as ex
-
-    def die(*a, **k):
-        raise SystemExit(9)
-
-    monkeypatch.setattr(ex, "manifest_text", die)
-    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
-    spec = parse_method("qmc3")
-    with pytest.raises(SystemExit):
-        export_artifact(tiny_lm, spec, quantize_model(tiny_lm.model, spec), tmp_path / "a")
-    left = list(tmp_path.iterdir())
-    assert len(left) == 1 and left[0].name.startswith(".a.tmp-") and not (left[0] / MANIFEST_NAME).exists()
-    with pytest.raises(QMCError, match="manifest.json: missing"):
-        load_artifact(left[0])
-
-
 def test_generation_greedy_and_seeded_sampling(tiny_lm, tmp_path):
     _export(tiny_lm, "qmc3", tmp_path / "a")
     art = load_artifact(tmp_path / "a", noise_seed=1)

@@ -251,7 +251,9 @@ def _wait_line(proc: subprocess.Popen, want: str, timeout: float = 180) -> None:
     pytest.fail(f"child never printed {want!r}: {proc.stderr.read()[-2000:]}")
 
 
-@pytest.mark.parametrize("point", ["tmp", "complete", "between_renames"])
+# One real SIGKILL, at the hardest point (between the two renames of a forced export); the in-process
+# failure injection above covers every write step, and the dead-owner cleanup below every kind of debris.
+@pytest.mark.parametrize("point", ["between_renames"])
 def test_sigkill_debris_is_removed_by_the_next_export(lmq, tiny_model_dir, tmp_path, point):
     lm, (old_spec, old_qm), (new_spec, new_qm) = lmq
     d = tmp_path / "d"
