@@ -220,12 +220,12 @@ def _targets(rs: list[dict]) -> list[str]:
         best = min(usable, key=lambda r: max(costs(r)))
         default = d["rows"][0]
 
-        def shown(r: dict) -> str:
+        def shown(r: dict, named: bool = True) -> str:
             c = costs(r)
             extra = (
                 f" (all {len(c)} measurements: " + ", ".join(f"{100 * x:+.1f}%" for x in c) + ")" if len(c) > 1 else ""
             )
-            return f"{r['method']} {100 * max(c):+.1f}%{extra}"
+            return (f"{r['method']} " if named else "") + f"{100 * max(c):+.1f}%{extra}"
 
         lines.append(
             f"- noise cost (noisy ReRAM against the same codes read without error) <= 5%, judged on every "
@@ -244,7 +244,7 @@ def _targets(rs: list[dict]) -> list[str]:
             if r["method_text"] == top:
                 lines.append(
                     f"  - the best variant above, {r['method']}: clean {r['clean_ppl']:.2f}, noisy "
-                    f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {shown(r)}"
+                    f"{r['noisy_mean']:.2f} ± {r['noisy_std']:.2f}: noise cost {shown(r, named=False)}"
                 )
     return lines
 

@@ -35,12 +35,13 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skip
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules it imports; with ``type_only``, imports under TYPE_CHECKING count too."""
     mods = _modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        skip = _type_checking_nodes(tree)
+        skip = set() if type_only else _type_checking_nodes(tree)
         is_pkg = path.name == "__init__.py"
         base = mod.split(".") if is_pkg else mod.split(".")[:-1]
         for node in ast.walk(tree):
@@ -151,17 +152,6 @@ def _layer(mod: str) -> int:
     raise AssertionError(f"{mod} belongs to no layer: add its package to LAYERS or it to ROOT_MODULES")
 
 
-def full_import_graph() -> dict[str, set[str]]:
-    """The import graph with type-only imports (under TYPE_CHECKING) included."""
-    global _type_checking_nodes
-    saved = _type_checking_nodes
-    _type_checking_nodes = lambda tree: set()  # noqa: E731
-    try:
-        return import_graph()
-    finally:
-        _type_checking_nodes = saved
-
-
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     bad = []
     for mod, deps in sorted(graph.items()):
@@ -181,12 +171,12 @@ def test_layering_checker_sees_an_upward_import():
 
 
 def test_every_import_goes_down_the_layers():
-    bad = upward_imports(full_import_graph())
+    bad = upward_imports(import_graph(type_only=True))
     assert not bad, "imports against the layering (tests/test_imports.py LAYERS):\n" + "\n".join(bad)
 
 
 def test_no_import_cycles_type_only_included():
-    cycle = find_cycle(full_import_graph())
+    cycle = find_cycle(import_graph(type_only=True))
     if cycle:
         pytest.fail("import cycle (type-only imports included): " + " -> ".join(cycle))
 

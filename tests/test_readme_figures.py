@@ -62,3 +62,24 @@ def test_a_readme_figure_is_the_results_figure(phrase, method, memory, field, fm
     (row,) = [r for r in rows if r["method"] == method and r["memory"] == memory and "smollm2" in r["model"].lower()]
     want = phrase.format(fmt.format(row[field]))
     assert want in _readme(), f"README should say {want!r} (benchmarks/results/frontier.json)"
+
+
+def test_the_readmes_noise_costs_are_every_measurement_of_the_results():
+    """The noise costs the README quotes: noise_cost.py's measurement and the store's rows of the same
+    configuration (benchmarks/frontier.py judges the target on all of them), as the README writes them."""
+    results = ROOT / "benchmarks" / "results"
+    nc = json.loads((results / "noise_cost_smollm2-135m.json").read_text(encoding="utf-8"))
+    rows = json.loads((results / "frontier.json").read_text(encoding="utf-8"))
+
+    def costs(text: str) -> list[str]:
+        (r,) = [r for r in nc["rows"] if r["method_text"] == text]
+        same = [x["ppl"] / r["clean_ppl"] - 1 for x in rows if x["method"] == r["method"] and x["memory"] == "reram"]
+        return sorted(f"{100 * c:+.1f}" for c in [r["noise_cost"], *same])
+
+    gptq = costs("qmc3-gptq:calib_samples=16,outliers_by=fisher")
+    near = costs("qmc3:outliers_by=fisher")
+    plain = costs("qmc:bits=3,cell_bits=3,rho=0.01")
+    readme = _readme()
+    assert f"costs {gptq[0]}% and {gptq[1]}% in two measurements" in readme, gptq
+    assert f"nearest rounding: {near[0]}-{near[1].lstrip('+')}%" in readme, near
+    assert f"plain QMC 3b: {plain[-1]}%" in readme, plain

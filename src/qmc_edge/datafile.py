@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Generic, TypeVar
@@ -304,6 +305,7 @@ class DataFiles(Generic[M]):
     shape_hint: str  # what the top level must be
     shipped_word: str = "packaged"  # how the shipped files are called in messages
     replace_note: str = ""  # why a user file must not replace a shipped one, in parentheses
+    path_word: str = "a YAML file path"  # what to give instead of an unknown name
 
     def _root(self):
         return resources.files("qmc_edge") / self.folder
@@ -335,6 +337,19 @@ class DataFiles(Generic[M]):
             )
         return got
 
+    def load(self, spec: str | Path) -> M:
+        """A shipped file by name, or a user's file by path. A string naming a shipped file is always
+        the shipped one (write ``./name`` for a file of that name); a :class:`~pathlib.Path`, a
+        ``.yaml``/``.yml`` name, anything with a slash or an existing path is a file, whose ``name:``
+        must not be a shipped file's. Every error is one :class:`~qmc_edge.errors.QMCError` line."""
+        if isinstance(spec, str) and spec in self.names():
+            return _shipped(self, spec)
+        if not self.is_path(spec):
+            raise QMCError(
+                f"unknown {self.kind} {str(spec)!r}; use {self.path_word} or one of: {', '.join(self.names())}"
+            )
+        return self.load_user(spec)
+
     def is_path(self, spec: str | Path) -> bool:
         """Whether ``spec`` means a file: a Path, a .yaml/.yml name, anything with a slash or that exists."""
         text = str(spec)
@@ -354,3 +369,9 @@ class DataFiles(Generic[M]):
                     f"file must not replace{self.replace_note}; rename the `name:` field, e.g. to {name}_custom"
                 )
         return self.parse(data, text)
+
+
+@lru_cache(maxsize=64)
+def _shipped(files: DataFiles, name: str):
+    """A shipped file, parsed once per process (they are read-only package data)."""
+    return files.load_shipped(name)

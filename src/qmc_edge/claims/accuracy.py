@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 from qmc_edge.errors import QMCError
@@ -70,9 +71,21 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_rows(path: Path) -> list[tuple[dict, list[dict]]]:
-    """(payload, rows) of a results file, or of each (sweep, model) of a results store. A file that
-    cannot be read or is not JSON is an error naming it; JSON of another kind (a benchmark's summary,
-    with no ``rows``) has no rows; a row whose accuracy fields have the wrong type is an error."""
+    """(payload, rows) of a results file, or of each (sweep, model) of a results store; read once per
+    process while the file (or the store's points folder) is unchanged: a ledger asks for the rows of
+    every file once per step."""
+    try:
+        st = (path / "points" if path.is_dir() else path).stat()
+    except OSError:
+        return _read_rows(path, 0, 0)  # reports the problem
+    return _read_rows(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _read_rows(path: Path, _mtime: int, _size: int) -> list[tuple[dict, list[dict]]]:
+    """:func:`_load_rows`, uncached. A file that cannot be read or is not JSON is an error naming it;
+    JSON of another kind (a benchmark's summary, with no ``rows``) has no rows; a row whose accuracy
+    fields have the wrong type is an error."""
     if path.is_dir():
         from qmc_edge.sweep.tables import payloads
 

@@ -34,7 +34,6 @@ from qmc_edge.datafile import (
     positive,
     sourced,
 )
-from qmc_edge.errors import QMCError
 
 __all__ = ["MAX_FIGURE", "MIN_POSITIVE", "Platform", "load_platform", "packaged_names", "parse_platform"]
 
@@ -253,8 +252,4 @@ def load_platform(spec: str | Path) -> Platform:
     file. A file may not reuse a packaged platform's ``name:``: results are keyed by that name and the
     packaged ``orin_agx`` is the FP16 baseline, so an edited copy under the same name would silently
     replace it. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
-    if isinstance(spec, str) and spec in FILES.names():
-        return FILES.load_shipped(spec)
-    if not FILES.is_path(spec):
-        raise QMCError(f"unknown platform {str(spec)!r}; use a YAML file path or one of: {', '.join(FILES.names())}")
-    return FILES.load_user(spec)
+    return FILES.load(spec)

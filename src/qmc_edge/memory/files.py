@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from functools import cache
 from pathlib import Path
 from typing import Annotated
 
@@ -46,7 +45,6 @@ from qmc_edge.datafile import (
     positive,
     sourced,
 )
-from qmc_edge.errors import QMCError
 
 #: The cell model that :func:`qmc_edge.memory.models.reram` uses unless told otherwise.
 DEFAULT_CELL_MODEL = "nvmexplorer_rram"
@@ -272,6 +270,7 @@ FILES: DataFiles[CellModelFile] = DataFiles(
     "shipped cell-model file)",
     shape_hint="the file must be a mapping of fields (name:, levels:, ...)",
     shipped_word="shipped",
+    path_word="a cell-model YAML file path",
 )
 
 
@@ -285,11 +284,6 @@ def parse_cell_model(data: object, label: str) -> CellModelFile:
     return FILES.parse(data, label)
 
 
-@cache
-def _load_shipped(name: str) -> CellModelFile:
-    return FILES.load_shipped(name)
-
-
 def load_cell_model(spec: str | Path | CellModelFile = DEFAULT_CELL_MODEL) -> CellModelFile:
     """A shipped cell model by name (``nvmexplorer_rram``...) or a cell-model YAML file by path.
 
@@ -299,13 +293,7 @@ def load_cell_model(spec: str | Path | CellModelFile = DEFAULT_CELL_MODEL) -> Ce
     returned as it is. Every error is one :class:`~qmc_edge.errors.QMCError` line naming the file."""
     if isinstance(spec, CellModelFile):
         return spec
-    if isinstance(spec, str) and spec in FILES.names():
-        return _load_shipped(spec)
-    if not FILES.is_path(spec):
-        raise QMCError(
-            f"unknown cell model {str(spec)!r}; use a cell-model YAML file path or one of: {', '.join(FILES.names())}"
-        )
-    return FILES.load_user(spec)
+    return FILES.load(spec)
 
 
 # ---------------------------------------------------------------------------- ages

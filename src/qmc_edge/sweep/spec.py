@@ -274,8 +274,8 @@ def expand(spec: SweepSpec) -> list[Point]:
             raise QMCError(f"sweep {spec.name}: method {t!r}: {exc}") from None
     names: dict[str, str] = {}
     for _, ms in parsed:  # two configurations under one name would be rows no one can tell apart
-        seen = names.setdefault(ms.name, json.dumps(method_identity(ms), sort_keys=True, default=str))
-        if seen != json.dumps(method_identity(ms), sort_keys=True, default=str):
+        ident = json.dumps(method_identity(ms), sort_keys=True, default=str)
+        if names.setdefault(ms.name, ident) != ident:
             raise QMCError(f"sweep {spec.name}: two configurations are both named {ms.name!r}; give each its own label")
     points: dict[str, Point] = {}
     for m in spec.models:

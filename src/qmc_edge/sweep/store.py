@@ -81,6 +81,7 @@ class Store:
             raise QMCError(f"store {root} is a file; give a folder (it is created if missing)")
         self.points = self.root / "points"
         self.failures = self.root / "failures"
+        self._scanned: tuple[dict, dict] | None = None  # the last scan; a write through this object drops it
 
     def create(self) -> Store:
         try:
@@ -151,15 +152,20 @@ class Store:
                 damaged[key] = problem
             else:
                 valid[key] = table
+        self._scanned = (valid, damaged)
         return valid, damaged
+
+    def _last_scan(self) -> tuple[dict, dict]:
+        """The last scan, or a new one: done(), damaged() and read() of one reader read each file once."""
+        return self._scanned if self._scanned is not None else self.scan()
 
     def done(self) -> set[str]:
         """Keys of the valid points (a damaged one is not done: the next sweep recomputes it)."""
-        return set(self.scan()[0])
+        return set(self._last_scan()[0])
 
     def damaged(self) -> dict[str, str]:
         """{key: what is wrong} for every point file that is not a valid point."""
-        return self.scan()[1]
+        return self._last_scan()[1]
 
     def failed(self) -> dict[str, dict]:
         """{key: its failure record} (model, method, error: strings). A record that cannot be read or
@@ -196,6 +202,7 @@ class Store:
         table = pa.Table.from_pylist([{k: r.get(k) for k in SCHEMA} for r in rows], schema=arrow_schema())
         path = self.points / f"{key}.parquet"
         self._atomic(path, lambda tmp: pq.write_table(table, tmp))
+        self._scanned = None
         (self.failures / f"{key}.json").unlink(missing_ok=True)  # it failed before and now succeeded
         return path
 
@@ -207,7 +214,7 @@ class Store:
         """The rows of every valid point as a pyarrow Table (empty, with the schema, when none is);
         damaged points are left out here and listed by :meth:`damaged`."""
         pa, _ = _pa()
-        tables = list(self.scan()[0].values())
+        tables = list(self._last_scan()[0].values())
         if not tables:
             return arrow_schema().empty_table()
         return pa.concat_tables(tables, promote_options="default")
