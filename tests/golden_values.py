@@ -116,7 +116,9 @@ def main() -> None:  # pragma: no cover - the regeneration command
                 + "\nbump qmc_edge.provenance.RESULTS_VERSION (and say why) before writing them"
             )
     payload = {"results_version": RESULTS_VERSION, "code": code_revision(), "values": got}
-    GOLDEN.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    tmp = GOLDEN.with_suffix(".json.tmp")  # complete or not at all
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(GOLDEN)
     print(f"wrote {GOLDEN}")
 
 

@@ -5,6 +5,7 @@ options read under today's names), on a model of the ledger's architecture.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from functools import lru_cache
@@ -71,18 +72,22 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _load_rows(path: Path) -> list[tuple[dict, list[dict]]]:
-    """(payload, rows) of a results file, or of each (sweep, model) of a results store; read once per
-    process while the file (or the store's points folder) is unchanged: a ledger asks for the rows of
-    every file once per step."""
+    """(payload, rows) of a results file, or of each (sweep, model) of a results store; parsed once per
+    process while its content is the same (a ledger asks for the rows of every file once per step): a
+    file is known by its bytes' digest, a store by the name, size and time of every point file."""
     try:
-        st = (path / "points" if path.is_dir() else path).stat()
+        if path.is_dir():
+            pts = path / "points"
+            key = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in pts.iterdir()))
+        else:
+            key = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
-        return _read_rows(path, 0, 0)  # reports the problem
-    return _read_rows(path, st.st_mtime_ns, st.st_size)
+        key = None  # the uncached read reports the problem in one line
+    return _read_rows(path, key)
 
 
 @lru_cache(maxsize=256)
-def _read_rows(path: Path, _mtime: int, _size: int) -> list[tuple[dict, list[dict]]]:
+def _read_rows(path: Path, _content: object) -> list[tuple[dict, list[dict]]]:
     """:func:`_load_rows`, uncached. A file that cannot be read or is not JSON is an error naming it;
     JSON of another kind (a benchmark's summary, with no ``rows``) has no rows; a row whose accuracy
     fields have the wrong type is an error."""
